@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Regenerates the sqlx offline query data (`services/<svc>/.sqlx/`) of every service with
+# migrations, against a scratch database per service on the local PostgreSQL.
+#   scripts/sqlx-prepare.sh          rewrite the committed data
+#   scripts/sqlx-prepare.sh --check  fail when the committed data is not what the code needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+server=${SOUK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+base=${server%/*}
+check=false
+[[ ${1:-} == --check ]] && check=true
+
+status=0
+for dir in services/*/; do
+  svc=$(basename "$dir")
+  [[ -d $dir/migrations ]] || continue
+  db="sqlx_prepare_${svc}_$$"
+  psql -q "$server" -c "drop database if exists $db" -c "create database $db" >/dev/null
+  for migration in "$dir"migrations/*.sql; do
+    psql -q -v ON_ERROR_STOP=1 -1 "$base/$db" -f "$migration" >/dev/null
+  done
+  out=$(mktemp -d)
+  # Touch the crate so its query macros run again, online, writing their data to $out.
+  touch "$dir"src/lib.rs
+  DATABASE_URL="$base/$db" SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" \
+    cargo check -q -p "souk-$svc" --lib
+  touch "$dir"src/lib.rs
+  psql -q "$server" -c "drop database $db" >/dev/null
+  if $check; then
+    if ! diff -r "$out" "$dir.sqlx" >/dev/null 2>&1; then
+      echo "sqlx offline data of souk-$svc is stale: run scripts/sqlx-prepare.sh" >&2
+      diff -r "$out" "$dir.sqlx" >&2 || true
+      status=1
+    fi
+  else
+    rm -rf "$dir.sqlx"
+    mkdir -p "$dir.sqlx"
+    cp "$out"/*.json "$dir.sqlx"/ 2>/dev/null || true
+  fi
+  rm -rf "$out"
+done
+exit $status

@@ -1,0 +1,180 @@
+//! Typed configuration shared by every service: values that parse themselves (a shop name is
+//! valid by construction) and a `Secret` wrapper that never prints what it holds.
+//!
+//! Each setting is a flag with an environment fallback of the same name (`--shop-name` and
+//! `SOUK_SHOP_NAME`); the argument groups here are flattened into the binary's commands. Bad
+//! configuration stops the process at start with one line naming the setting.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+/// A value that must not reach logs: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The wrapped value; call sites that reveal it are easy to grep for.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret<String> {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// The name of one shop: it prefixes databases (`<shop>_<service>`), the JetStream stream
+/// (`<SHOP>_EVENTS`) and subjects (`<shop>.order.created`), so two shops can share one Postgres
+/// and one NATS. Lower-case letters, digits, `_` and `-`, starting with a letter, at most 40.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShopName(String);
+
+impl ShopName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The database of one service of this shop on a shared server.
+    pub fn database_name(&self, service: &str) -> String {
+        format!("{}_{service}", self.0)
+    }
+}
+
+impl Default for ShopName {
+    fn default() -> Self {
+        Self("souk".into())
+    }
+}
+
+impl fmt::Display for ShopName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ShopName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = (1..=40).contains(&s.len())
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a shop name: 1 to 40 lower-case letters, digits, '_' or '-', starting with a letter"
+            ))
+        }
+    }
+}
+
+/// A duration given as whole seconds (`SOUK_TOKEN_TTL_SECONDS=3600`), at least one.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} is not a positive whole number of seconds")),
+        Ok(n) => Ok(Duration::from_secs(n)),
+    }
+}
+
+/// Settings every process has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Prefix of this shop's databases, stream and subjects.
+    #[arg(long, env = "SOUK_SHOP_NAME", default_value = "souk", global = true)]
+    pub shop_name: ShopName,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long = "log", env = "SOUK_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "SOUK_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: crate::telemetry::LogFormat,
+}
+
+/// Where the databases live.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// The PostgreSQL server on which `<shop>_<service>` databases are created when missing.
+    /// A service's own `SOUK_<SERVICE>_DATABASE_URL` takes precedence.
+    #[arg(
+        long,
+        env = "SOUK_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub database_url: Secret<String>,
+}
+
+/// The JWT key pair (PEM files). Without them `souk up` generates a development pair.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JwtArgs {
+    /// ES256 private key, PKCS#8 PEM (the user service signs with it).
+    #[arg(long, env = "SOUK_JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<std::path::PathBuf>,
+
+    /// ES256 public key, SPKI PEM (every service verifies with it).
+    #[arg(long, env = "SOUK_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "SOUK_TOKEN_TTL_SECONDS", default_value = "3600", value_parser = parse_seconds)]
+    pub token_ttl_seconds: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2".to_owned());
+        assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn shop_names_are_checked() {
+        for good in ["souk", "t1", "demo-shop", "a_b"] {
+            assert!(good.parse::<ShopName>().is_ok(), "{good}");
+        }
+        for bad in ["", "1shop", "Shop", "a.b", "a b", "a*", &"x".repeat(41)] {
+            assert!(bad.parse::<ShopName>().is_err(), "{bad}");
+        }
+        let shop: ShopName = "t1".parse().expect("valid");
+        assert_eq!(shop.database_name("user"), "t1_user");
+    }
+
+    #[test]
+    fn seconds_must_be_positive_whole_numbers() {
+        assert_eq!(parse_seconds("60"), Ok(Duration::from_secs(60)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("1.5").is_err());
+    }
+}

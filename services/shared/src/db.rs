@@ -1,0 +1,150 @@
+//! The service's PostgreSQL pool: connect with retry, create the database when it is missing,
+//! run the service's embedded migrations.
+
+use std::time::Duration;
+
+use sqlx::{
+    ConnectOptions, Connection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::config::{Secret, ShopName};
+
+/// Where one service's database is: its own URL, or a database named `<shop>_<service>` on a
+/// shared server that is created when missing.
+#[derive(Debug, Clone)]
+pub enum DatabaseLocation {
+    Own(Secret<String>),
+    OnServer {
+        server: Secret<String>,
+        database: String,
+    },
+}
+
+impl DatabaseLocation {
+    /// `SOUK_<SERVICE>_DATABASE_URL` when given, otherwise `<shop>_<service>` on the server.
+    pub fn resolve(
+        own: Option<Secret<String>>,
+        server: &Secret<String>,
+        shop: &ShopName,
+        service: &str,
+    ) -> Self {
+        match own {
+            Some(url) => Self::Own(url),
+            None => Self::OnServer {
+                server: server.clone(),
+                database: shop.database_name(service),
+            },
+        }
+    }
+}
+
+/// How long `connect` keeps trying before it gives up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Connects (retrying while the server is unreachable), creates the database if asked to, and
+/// runs the migrations. Queries on the pool fail fast (a few seconds) when the server goes away,
+/// and the pool reconnects by itself when it comes back.
+pub async fn connect(location: &DatabaseLocation, migrator: &Migrator) -> anyhow::Result<PgPool> {
+    let options = match location {
+        DatabaseLocation::Own(url) => parse(url)?,
+        DatabaseLocation::OnServer { server, database } => {
+            let server = parse(server)?;
+            retry("create database", || ensure_database(&server, database)).await?;
+            server.database(database)
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options.log_statements(tracing::log::LevelFilter::Trace));
+    retry("run migrations", || async {
+        migrator.run(&pool).await.map_err(anyhow::Error::from)
+    })
+    .await?;
+    Ok(pool)
+}
+
+fn parse(url: &Secret<String>) -> anyhow::Result<PgConnectOptions> {
+    url.expose()
+        .parse::<PgConnectOptions>()
+        .map_err(|err| anyhow::anyhow!("invalid database URL: {err}"))
+}
+
+/// Creates `database` on the server unless it exists. Two processes racing to create it is
+/// fine: the loser sees `duplicate_database` and carries on.
+pub async fn ensure_database(server: &PgConnectOptions, database: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect_with(server).await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(database)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "create database {}",
+            quote_ident(database)
+        )))
+        .execute(&mut conn)
+        .await;
+        match created {
+            Ok(_) => tracing::info!(database, "created database"),
+            Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P04") => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// Quotes an SQL identifier (names with `-` need it).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn retry<F, Fut, T>(what: &str, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if tokio::time::Instant::now() + delay < deadline && is_transient(&err) => {
+                tracing::warn!(error = %err, "{what}: database not reachable yet, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => return Err(err.context(format!("{what} failed"))),
+        }
+    }
+}
+
+fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_))
+        ) || matches!(
+            cause.downcast_ref::<sqlx::migrate::MigrateError>(),
+            Some(sqlx::migrate::MigrateError::Execute(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut
+            ))
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("demo-shop_user"), "\"demo-shop_user\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

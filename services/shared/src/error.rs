@@ -1,0 +1,140 @@
+//! One error type for the services' domain and storage code, and its mapping to `tonic::Status`.
+//!
+//! Client mistakes carry a message meant for the client. Everything unexpected is `Internal`:
+//! logged once with its cause chain where it becomes a `Status`, and answered without details.
+
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A dependency (database, NATS, another service) is down; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A validation failure of one field: `"<field>: <message>"`.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::InvalidArgument(format!("{field}: {message}"))
+    }
+
+    /// Carries a downstream service's answer on: client errors keep their code and message,
+    /// anything else becomes `Unavailable` (retryable) or `Internal`.
+    pub fn from_upstream(service: &str, status: Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(message),
+            Code::NotFound => Self::NotFound(message),
+            Code::AlreadyExists => Self::AlreadyExists(message),
+            Code::FailedPrecondition | Code::Aborted => Self::FailedPrecondition(message),
+            Code::PermissionDenied => Self::PermissionDenied(message),
+            Code::Unauthenticated => Self::Unauthenticated(message),
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled => Self::Unavailable(format!("the {service} service is unavailable")),
+            _ => Self::Internal(anyhow::anyhow!("{service} service answered {status:?}")),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        if is_connection_error(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::Unavailable("the database is unavailable, try again".into())
+        } else {
+            Self::Internal(err.into())
+        }
+    }
+}
+
+/// Whether the database could not be reached at all (as opposed to rejecting a statement).
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
+/// The name of the constraint a statement violated, if it was a unique violation.
+pub fn unique_violation(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => db.constraint(),
+        _ => None,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Internal(err) => {
+                tracing::error!(error = ?err, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let status = Status::from(Error::Internal(anyhow::anyhow!(
+            "relation users does not exist"
+        )));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("users"));
+    }
+
+    #[test]
+    fn upstream_outages_become_retryable() {
+        let err =
+            Error::from_upstream("product", Status::unavailable("tcp connect error 10.0.0.1"));
+        let status = Status::from(err);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("10.0.0.1"));
+        let err = Error::from_upstream("product", Status::not_found("product not found"));
+        assert_eq!(Status::from(err).code(), Code::NotFound);
+    }
+
+    #[test]
+    fn pool_timeouts_are_unavailable() {
+        assert!(matches!(
+            Error::from(sqlx::Error::PoolTimedOut),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(
+            Error::from(sqlx::Error::RowNotFound),
+            Error::Internal(_)
+        ));
+    }
+}

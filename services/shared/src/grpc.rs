@@ -1,0 +1,95 @@
+//! Serving a gRPC service: the standard health service beside it, a listener handed in by the
+//! caller (port 0 in tests), and a graceful stop that drains in-flight calls on shutdown.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{service::Routes, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::Shutdown;
+
+/// One service to serve.
+#[derive(Debug)]
+pub struct GrpcService {
+    /// The fully qualified name, e.g. `souk.v1.UserService` (as health checks name it).
+    pub name: &'static str,
+    pub routes: Routes,
+    /// When given, health reports `NOT_SERVING` while this database cannot be reached.
+    pub database: Option<PgPool>,
+}
+
+/// Serves until `shutdown`, then stops accepting and lets in-flight calls finish.
+pub async fn serve(
+    service: GrpcService,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_status(&reporter, service.name, ServingStatus::Serving).await;
+    let watcher = service.database.map(|pool| {
+        tokio::spawn(watch_database(
+            pool,
+            reporter.clone(),
+            service.name,
+            shutdown.clone(),
+        ))
+    });
+
+    let stopping = {
+        let reporter = reporter.clone();
+        async move {
+            shutdown.wait().await;
+            set_status(&reporter, service.name, ServingStatus::NotServing).await;
+        }
+    };
+    let result = Server::builder()
+        .add_routes(service.routes)
+        .add_service(health)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        .await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    result.map_err(|err| anyhow::anyhow!("{} gRPC server failed: {err}", service.name))
+}
+
+async fn set_status(reporter: &HealthReporter, name: &str, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(name, status).await;
+}
+
+/// Keeps the health status in step with the database's reachability.
+async fn watch_database(
+    pool: PgPool,
+    reporter: HealthReporter,
+    name: &'static str,
+    shutdown: Shutdown,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let reachable = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("select 1").execute(&pool),
+        )
+        .await
+        .is_ok_and(|result| result.is_ok());
+        if reachable != serving {
+            serving = reachable;
+            let status = if reachable {
+                tracing::info!(service = name, "database reachable again");
+                ServingStatus::Serving
+            } else {
+                tracing::warn!(service = name, "database unreachable");
+                ServingStatus::NotServing
+            };
+            set_status(&reporter, name, status).await;
+        }
+    }
+}

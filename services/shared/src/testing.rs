@@ -1,0 +1,105 @@
+//! Test support: a fresh database per test, listeners on free ports, and waiting for a
+//! condition with a deadline instead of sleeping.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+use tokio::net::TcpListener;
+
+use crate::db::quote_ident;
+
+/// The server tests create their databases on (`SOUK_TEST_DATABASE_URL`, or the local one).
+pub fn server_url() -> String {
+    std::env::var("SOUK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped (with its connections) when this is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let server: PgConnectOptions = server_url().parse().expect("SOUK_TEST_DATABASE_URL");
+        crate::db::ensure_database(&server, &name)
+            .await
+            .expect("create test database (is PostgreSQL running on 127.0.0.1:5432?)");
+        let url = format!(
+            "{}/{name}",
+            server_url().rsplit_once('/').map_or("", |(base, _)| base)
+        );
+        Self { name, url }
+    }
+
+    pub fn url(&self) -> crate::config::Secret<String> {
+        crate::config::Secret::new(self.url.clone())
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        drop_databases(vec![self.name.clone()]);
+    }
+}
+
+/// Drops databases from a thread of its own (a `Drop` cannot await, and may run inside a
+/// runtime). Best effort: a leftover test database harms nobody.
+pub fn drop_databases(names: Vec<String>) {
+    let joined = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(server) = server_url().parse::<PgConnectOptions>() else {
+                return;
+            };
+            let Ok(mut conn) = PgConnection::connect_with(&server).await else {
+                return;
+            };
+            for name in names {
+                let sql = format!(
+                    "drop database if exists {} with (force)",
+                    quote_ident(&name)
+                );
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    })
+    .join();
+    drop(joined);
+}
+
+/// A listener on a free loopback port.
+pub async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `check` until it yields `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
