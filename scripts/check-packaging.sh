@@ -12,9 +12,12 @@
 # 3. images         souk / souk-operator agree across the Dockerfile targets, skaffold.yaml, the
 #                   chart's rendered objects and the operator's default Shop image; one version
 #                   (workspace = chart appVersion = example Shop tag)
-# 4. shellcheck     scripts/*.sh, tests/e2e-kind, .ci/run
-# 5. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
-# 6. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
+# 4. operator-      the chart's ClusterRole/Role = the RBAC table in operator/src/lib.rs's header;
+#    contract       every flag and environment variable the chart gives the operator is declared by
+#                   its CLI (operator/src/main.rs)
+# 5. shellcheck     scripts/*.sh, tests/e2e-kind, .ci/run
+# 6. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
+# 7. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
 # Ends with the line "packaging: N passed, M failed"; exits non-zero when any check failed.
 set -euo pipefail
 
@@ -162,6 +165,81 @@ EOF
   pass images
 else
   fail images "see the FAIL lines above"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "operator-contract: chart RBAC = operator/src/lib.rs table; chart flags and env = operator CLI"
+if [[ ! -x $helm ]]; then
+  fail operator-contract "no helm binary"
+elif ! "$helm" template souk helm/souk --set replicaCount=2 >"$work/rendered-le.yaml" 2>"$work/helm.err"; then
+  cat "$work/helm.err"
+  fail operator-contract "helm template --set replicaCount=2 failed"
+elif py - "$work/rendered-le.yaml" <<'EOF'; then
+import os, re, sys, yaml
+
+bad = []
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        bad.append(what)
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+
+# RBAC: the chart's ClusterRole and leader-election Role against the table in lib.rs's header,
+# rows such as  //! | `apps` | `deployments`, `statefulsets` | get, list, watch, create, patch |
+chart = {}
+for doc in docs:
+    if doc["kind"] in ("ClusterRole", "Role"):
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    chart.setdefault((group, resource), set()).update(rule["verbs"])
+table = {}
+lib = "operator/src/lib.rs"
+row = re.compile(r"^//!\s*\|\s*`([^`]*)`\s*\|([^|]*)\|([^|]*)\|")
+if os.path.exists(lib):
+    for line in open(lib):
+        m = row.match(line.strip())
+        if not m:
+            continue
+        group = m.group(1).strip('"')
+        verbs = {v.strip() for v in re.sub(r"\(.*", "", m.group(3)).split(",") if v.strip()}
+        for resource in re.findall(r"`([^`]+)`", m.group(2)):
+            table.setdefault((group, resource), set()).update(verbs)
+if not table:
+    print(f"WARN no RBAC table in the header of {lib}: the chart's RBAC is not checked against it")
+else:
+    for key in sorted(set(table) | set(chart)):
+        name = f"{key[0] or 'core'}/{key[1]}"
+        check(table.get(key) == chart.get(key),
+              f"RBAC {name}: chart {sorted(chart.get(key, []))} = operator {sorted(table.get(key, []))}")
+
+# Flags and environment the chart gives the operator must be ones its CLI (clap) declares.
+main = "operator/src/main.rs"
+if not os.path.exists(main):
+    print(f"WARN {main} does not exist yet: the operator's flags and environment are not checked")
+else:
+    src = open(main).read()
+    longs, envs = set(), set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', src))
+    for attrs, field in re.findall(r"#\[arg\(([^]]*)\)\]\s*(?:///[^\n]*\n\s*)*(?:pub\s+)?(\w+)\s*:", src):
+        m = re.search(r'long\s*=\s*"([^"]+)"', attrs)
+        if m:
+            longs.add(m.group(1))
+        elif re.search(r"\blong\b", attrs):
+            longs.add(field.replace("_", "-"))
+    deps = [d for d in docs if d["kind"] == "Deployment"]
+    container = deps[0]["spec"]["template"]["spec"]["containers"][0]
+    for arg in container.get("args", []):
+        if arg.startswith("--"):
+            flag = arg[2:].split("=", 1)[0]
+            check(flag in longs, f"chart passes --{flag}: a flag of souk-operator ({sorted(longs)})")
+    for env in container.get("env", []):
+        check(env["name"] in envs, f"chart sets {env['name']}: read by souk-operator")
+sys.exit(1 if bad else 0)
+EOF
+  pass operator-contract
+else
+  fail operator-contract "see the FAIL lines above"
 fi
 
 # ---------------------------------------------------------------------------------------------
