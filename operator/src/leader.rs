@@ -1,0 +1,240 @@
+//! Leader election through a `coordination.k8s.io/v1` Lease, so two replicas can run and only one
+//! reconciles. The holder renews the Lease every [`LeaderElection::renew_every`]; a standby takes
+//! it over once it has gone unrenewed for its duration. Writes carry the Lease's
+//! `resourceVersion`, so two candidates cannot both win a race: the loser gets a conflict.
+//!
+//! The decision is a pure function ([`decide`]) of the Lease, who we are and the time.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
+use kube::api::PostParams;
+use tracing::{info, warn};
+
+/// What a candidate should do with the Lease as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nobody ever held it: create it.
+    Create,
+    /// We hold it: renew it.
+    Renew,
+    /// Its holder stopped renewing (or released it): take it over.
+    TakeOver,
+    /// Someone else holds it.
+    Wait { holder: String },
+}
+
+/// The decision for `identity` given the Lease (if any) at `now`.
+pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision {
+    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
+        return if lease.is_some() {
+            Decision::TakeOver
+        } else {
+            Decision::Create
+        };
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or_default();
+    if holder == identity {
+        return Decision::Renew;
+    }
+    if holder.is_empty() {
+        return Decision::TakeOver;
+    }
+    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
+    let last = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0);
+    match last {
+        Some(renewed) if renewed + duration > now => Decision::Wait {
+            holder: holder.to_owned(),
+        },
+        _ => Decision::TakeOver,
+    }
+}
+
+/// A candidate for one Lease.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    lease_duration: Duration,
+    renew_every: Duration,
+}
+
+impl LeaderElection {
+    /// A candidate `identity` for the Lease `name` of `api`'s namespace.
+    pub fn new(api: Api<Lease>, name: String, identity: String) -> Self {
+        Self {
+            api,
+            name,
+            identity,
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        }
+    }
+
+    /// How often the holder renews.
+    pub fn renew_every(&self) -> Duration {
+        self.renew_every
+    }
+
+    /// Waits until this candidate holds the Lease.
+    pub async fn acquire(&self) {
+        let mut last_holder = None;
+        loop {
+            match self.try_acquire().await {
+                Ok(Decision::Wait { holder }) => {
+                    if last_holder.as_ref() != Some(&holder) {
+                        info!(lease = %self.name, %holder, "standing by: another replica leads");
+                        last_holder = Some(holder);
+                    }
+                }
+                Ok(_) => {
+                    info!(lease = %self.name, identity = %self.identity, "became the leader");
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, lease = %self.name, "could not read or write the Lease")
+                }
+            }
+            tokio::time::sleep(self.renew_every).await;
+        }
+    }
+
+    /// Renews the Lease until a renewal fails for longer than the Lease lasts (another replica
+    /// may then lead) and returns then; the caller must stop reconciling.
+    pub async fn keep(&self) {
+        let mut last_success = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.renew_every).await;
+            match self.try_acquire().await {
+                Ok(Decision::Wait { holder }) => {
+                    warn!(lease = %self.name, %holder, "lost the Lease");
+                    return;
+                }
+                Ok(_) => last_success = tokio::time::Instant::now(),
+                Err(error) => {
+                    warn!(%error, lease = %self.name, "could not renew the Lease");
+                    if last_success.elapsed() >= self.lease_duration {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: read the Lease, and create, renew or take it over when [`decide`] says so.
+    /// Returns the decision that was carried out (`Wait` when we do not hold it).
+    async fn try_acquire(&self) -> Result<Decision, kube::Error> {
+        let lease = self.api.get_opt(&self.name).await?;
+        let now = Timestamp::now();
+        let decision = decide(lease.as_ref(), &self.identity, now);
+        let spec = |previous: Option<&LeaseSpec>, take_over: bool| {
+            let transitions = previous.and_then(|s| s.lease_transitions).unwrap_or(0);
+            LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                lease_duration_seconds: Some(
+                    i32::try_from(self.lease_duration.as_secs()).unwrap_or(15),
+                ),
+                acquire_time: if take_over {
+                    Some(MicroTime(now))
+                } else {
+                    previous.and_then(|s| s.acquire_time.clone())
+                },
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(if take_over && previous.is_some() {
+                    transitions + 1
+                } else {
+                    transitions
+                }),
+                ..LeaseSpec::default()
+            }
+        };
+        let result = match (&decision, lease) {
+            (Decision::Create, _) => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(spec(None, true)),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            (Decision::Renew | Decision::TakeOver, Some(mut lease)) => {
+                let take_over = decision == Decision::TakeOver;
+                lease.spec = Some(spec(lease.spec.as_ref(), take_over));
+                // replace() sends the resourceVersion read above: a concurrent writer wins,
+                // and we see a conflict.
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+            }
+            (Decision::Wait { .. }, _) | (_, None) => return Ok(decision),
+        };
+        match result {
+            Ok(_) => Ok(decision),
+            Err(kube::Error::Api(status)) if status.is_conflict() || status.is_already_exists() => {
+                Ok(Decision::Wait {
+                    holder: "another candidate".to_owned(),
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed: Timestamp) -> Lease {
+        Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_owned()),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(renewed)),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_missing_lease_is_created() {
+        assert_eq!(decide(None, "a", Timestamp::now()), Decision::Create);
+    }
+
+    #[test]
+    fn the_holder_renews() {
+        let now = Timestamp::now();
+        assert_eq!(decide(Some(&lease("a", now)), "a", now), Decision::Renew);
+    }
+
+    #[test]
+    fn a_fresh_lease_of_another_is_respected() {
+        let now = Timestamp::now();
+        let renewed = now - SignedDuration::from_secs(14);
+        assert_eq!(
+            decide(Some(&lease("b", renewed)), "a", now),
+            Decision::Wait { holder: "b".into() }
+        );
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over() {
+        let now = Timestamp::now();
+        let renewed = now - SignedDuration::from_secs(16);
+        assert_eq!(
+            decide(Some(&lease("b", renewed)), "a", now),
+            Decision::TakeOver
+        );
+        assert_eq!(decide(Some(&lease("", now)), "a", now), Decision::TakeOver);
+    }
+}

@@ -1,0 +1,616 @@
+//! The `Shop` custom resource (`souk.dev/v1alpha1`): its spec, its status, and the defaults the
+//! operator applies. The CRD in `crds/shop.yaml` is generated from these types by `crdgen`, so
+//! every default and bound that the API server should enforce is written here, once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of the `Shop` resource.
+pub const GROUP: &str = "souk.dev";
+
+/// A whole shop: the gateway, five services, their databases, NATS, and the keys that bind them.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "souk.dev",
+    version = "v1alpha1",
+    kind = "Shop",
+    namespaced,
+    status = "ShopStatus",
+    derive = "PartialEq",
+    category = "souk",
+    doc = "A Souk shop: the operator turns it into the gateway, the services, their databases and NATS.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Components",
+        type_ = "string",
+        description = "ready components out of all components",
+        json_path = ".status.readyComponents"
+    ),
+    printcolumn(
+        name = "Gateway",
+        type_ = "string",
+        description = "where the REST API answers",
+        json_path = ".status.gatewayAddress"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopSpec {
+    /// The `souk` image every service and relayer runs.
+    #[serde(default)]
+    pub image: ImageSpec,
+
+    /// Per service: replicas, resources and extra environment.
+    #[serde(default)]
+    pub services: ServicesSpec,
+
+    /// Per service with a database: a Postgres managed by the operator (the default) or an
+    /// external one.
+    #[serde(default)]
+    pub databases: DatabasesSpec,
+
+    /// NATS JetStream: managed (a single node, for development; the default) or external.
+    #[serde(default)]
+    pub nats: NatsSpec,
+
+    /// How the gateway is exposed.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+
+    /// A Secret with keys `email` and `password`: the administrator the user service creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret_name: Option<String>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[serde(default = "default_token_ttl_seconds")]
+    #[schemars(range(min = 60))]
+    pub token_ttl_seconds: i64,
+
+    /// The payment service declines charges above this amount (cents).
+    #[serde(default = "default_payment_decline_above_cents")]
+    #[schemars(range(min = 0))]
+    pub payment_decline_above_cents: i64,
+}
+
+fn default_token_ttl_seconds() -> i64 {
+    3600
+}
+
+fn default_payment_decline_above_cents() -> i64 {
+    1_000_000
+}
+
+/// The container image of the services.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Image repository (without tag).
+    #[serde(default = "default_repository")]
+    #[schemars(length(min = 1))]
+    pub repository: String,
+
+    /// Image tag; when unset, the operator's own version, so upgrading the operator upgrades
+    /// the shops that do not pin one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+
+    /// Kubernetes image pull policy.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: default_repository(),
+            tag: None,
+            pull_policy: PullPolicy::default(),
+        }
+    }
+}
+
+fn default_repository() -> String {
+    "souk".to_owned()
+}
+
+impl ImageSpec {
+    /// The tag in use: the spec's, or the operator's version.
+    pub fn tag(&self) -> &str {
+        self.tag.as_deref().unwrap_or(env!("CARGO_PKG_VERSION"))
+    }
+
+    /// `repository:tag`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag())
+    }
+}
+
+/// When the kubelet pulls the image.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The six services of a shop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    Gateway,
+    User,
+    Product,
+    Cart,
+    Order,
+    Payment,
+}
+
+impl Component {
+    /// Every service, in the order they are applied and reported.
+    pub const ALL: [Component; 6] = [
+        Component::Gateway,
+        Component::User,
+        Component::Product,
+        Component::Cart,
+        Component::Order,
+        Component::Payment,
+    ];
+
+    /// The services that own a database, in order.
+    pub const WITH_DATABASE: [Component; 5] = [
+        Component::User,
+        Component::Product,
+        Component::Cart,
+        Component::Order,
+        Component::Payment,
+    ];
+
+    /// The name used in object names, args and environment (`user`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::User => "user",
+            Self::Product => "product",
+            Self::Cart => "cart",
+            Self::Order => "order",
+            Self::Payment => "payment",
+        }
+    }
+
+    /// Whether the service owns a Postgres database.
+    pub fn has_database(self) -> bool {
+        self != Self::Gateway
+    }
+
+    /// Whether its pod carries a relayer sidecar draining its outbox.
+    pub fn has_relayer(self) -> bool {
+        matches!(self, Self::Product | Self::Order)
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-service settings; a service left out gets the defaults.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<ServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<ServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cart: Option<ServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<ServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<ServiceSpec>,
+    /// Keys that name no service. The schema prunes them; they only arrive when something got
+    /// past it (an old CRD, a file rendered offline), and then the operator reports them.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+impl ServicesSpec {
+    /// The settings of one service, if given.
+    pub fn get(&self, component: Component) -> Option<&ServiceSpec> {
+        match component {
+            Component::Gateway => self.gateway.as_ref(),
+            Component::User => self.user.as_ref(),
+            Component::Product => self.product.as_ref(),
+            Component::Cart => self.cart.as_ref(),
+            Component::Order => self.order.as_ref(),
+            Component::Payment => self.payment.as_ref(),
+        }
+    }
+
+    /// The settings of one service, to change them.
+    pub fn get_mut(&mut self, component: Component) -> &mut Option<ServiceSpec> {
+        match component {
+            Component::Gateway => &mut self.gateway,
+            Component::User => &mut self.user,
+            Component::Product => &mut self.product,
+            Component::Cart => &mut self.cart,
+            Component::Order => &mut self.order,
+            Component::Payment => &mut self.payment,
+        }
+    }
+}
+
+/// One service's Deployment settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Number of pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// CPU and memory of the service container; when unset, modest defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra environment, after (and so overriding) what the operator sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            resources: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// The database of each service that has one.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabasesSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<DatabaseSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<DatabaseSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cart: Option<DatabaseSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<DatabaseSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<DatabaseSpec>,
+    /// Keys that name no service with a database (see [`ServicesSpec::unknown`]).
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+impl DatabasesSpec {
+    /// The database settings of one service, if given.
+    pub fn get(&self, component: Component) -> Option<&DatabaseSpec> {
+        match component {
+            Component::Gateway => None,
+            Component::User => self.user.as_ref(),
+            Component::Product => self.product.as_ref(),
+            Component::Cart => self.cart.as_ref(),
+            Component::Order => self.order.as_ref(),
+            Component::Payment => self.payment.as_ref(),
+        }
+    }
+
+    /// The database settings of one service, to change them (`None` for the gateway).
+    pub fn get_mut(&mut self, component: Component) -> Option<&mut Option<DatabaseSpec>> {
+        match component {
+            Component::Gateway => None,
+            Component::User => Some(&mut self.user),
+            Component::Product => Some(&mut self.product),
+            Component::Cart => Some(&mut self.cart),
+            Component::Order => Some(&mut self.order),
+            Component::Payment => Some(&mut self.payment),
+        }
+    }
+}
+
+/// Where one service's database lives: set `managed` or `external`, not both (neither means
+/// managed with the defaults).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.managed) && has(self.external))",
+    "message": "set either managed or external, not both"
+}]))]
+pub struct DatabaseSpec {
+    /// A Postgres StatefulSet run by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedDatabase>,
+    /// A database run elsewhere, reached through the URL in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDatabase>,
+}
+
+/// A Postgres instance managed by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDatabase {
+    /// Postgres image.
+    #[serde(default = "default_postgres_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Size of the data volume.
+    #[serde(default = "default_storage_size")]
+    pub storage_size: Quantity,
+    /// StorageClass of the data volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// CPU and memory of the Postgres container; when unset, modest defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ManagedDatabase {
+    fn default() -> Self {
+        Self {
+            image: default_postgres_image(),
+            storage_size: default_storage_size(),
+            storage_class_name: None,
+            resources: None,
+        }
+    }
+}
+
+fn default_postgres_image() -> String {
+    "postgres:17-alpine".to_owned()
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity("1Gi".to_owned())
+}
+
+/// A database outside the shop.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDatabase {
+    /// The Secret (in the Shop's namespace) holding the database URL.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+    /// The key of the URL in that Secret.
+    #[serde(default = "default_url_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".to_owned()
+}
+
+/// The database of one service, once defaults are applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Database<'a> {
+    Managed(std::borrow::Cow<'a, ManagedDatabase>),
+    External(&'a ExternalDatabase),
+}
+
+impl DatabasesSpec {
+    /// The database of a service, defaults applied: managed unless an external one is given.
+    pub fn resolve(&self, component: Component) -> Database<'_> {
+        match self.get(component) {
+            Some(DatabaseSpec {
+                external: Some(external),
+                ..
+            }) => Database::External(external),
+            Some(DatabaseSpec {
+                managed: Some(managed),
+                ..
+            }) => Database::Managed(std::borrow::Cow::Borrowed(managed)),
+            _ => Database::Managed(std::borrow::Cow::Owned(ManagedDatabase::default())),
+        }
+    }
+}
+
+/// NATS JetStream: set `managed` or `external`, not both (neither means managed).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.managed) && has(self.external))",
+    "message": "set either managed or external, not both"
+}]))]
+pub struct NatsSpec {
+    /// A single-node JetStream run by the operator, for development.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedNats>,
+    /// A NATS cluster run elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalNats>,
+}
+
+/// A single-node NATS with JetStream, managed by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedNats {
+    /// NATS image.
+    #[serde(default = "default_nats_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Size of the JetStream volume.
+    #[serde(default = "default_storage_size")]
+    pub storage_size: Quantity,
+    /// StorageClass of the JetStream volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for ManagedNats {
+    fn default() -> Self {
+        Self {
+            image: default_nats_image(),
+            storage_size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_nats_image() -> String {
+    "nats:2.11-alpine".to_owned()
+}
+
+/// An external NATS server.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalNats {
+    /// Its URL (`nats://host:4222` or `tls://host:4222`).
+    #[schemars(length(min = 1))]
+    pub url: String,
+}
+
+/// NATS once defaults are applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Nats<'a> {
+    Managed(std::borrow::Cow<'a, ManagedNats>),
+    External(&'a ExternalNats),
+}
+
+impl NatsSpec {
+    /// NATS with defaults applied: managed unless an external one is given.
+    pub fn resolve(&self) -> Nats<'_> {
+        match (&self.external, &self.managed) {
+            (Some(external), _) => Nats::External(external),
+            (None, Some(managed)) => Nats::Managed(std::borrow::Cow::Borrowed(managed)),
+            (None, None) => Nats::Managed(std::borrow::Cow::Owned(ManagedNats::default())),
+        }
+    }
+}
+
+/// How the gateway is reached.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Type of the gateway Service.
+    #[serde(default)]
+    pub service_type: ServiceType,
+    /// An Ingress in front of the gateway Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+}
+
+/// Kubernetes Service types the gateway may use.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// An Ingress for the gateway.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Host name the Ingress answers for.
+    #[schemars(length(min = 1))]
+    pub host: String,
+    /// IngressClass; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// A TLS Secret for the host; plain HTTP when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+}
+
+/// What the operator last saw of the shop.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+
+    /// Readiness of each workload (services, databases, NATS).
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentStatus>,
+
+    /// Ready components out of all, such as `12/12`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_components: Option<String>,
+
+    /// Where the gateway answers (URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_address: Option<String>,
+}
+
+impl ShopStatus {
+    /// The condition of the given type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// Readiness of one workload.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    /// Pods wanted.
+    pub replicas: i32,
+    /// Pods ready.
+    pub ready_replicas: i32,
+    /// Whether the workload is fully rolled out and ready.
+    pub ready: bool,
+}
