@@ -12,12 +12,14 @@
 # 3. images         souk / souk-operator agree across the Dockerfile targets, skaffold.yaml, the
 #                   chart's rendered objects and the operator's default Shop image; one version
 #                   (workspace = chart appVersion = example Shop tag)
-# 4. operator-      the chart's ClusterRole/Role = the RBAC table in operator/src/lib.rs's header;
+# 4. shop-fields    no field of the chart's Shops (all options, skaffold's) or the example Shop is one
+#                   the CRD's structural schema would silently prune
+# 5. operator-      the chart's ClusterRole/Role = the RBAC table in operator/src/lib.rs's header;
 #    contract       every flag and environment variable the chart gives the operator is declared by
 #                   its CLI (operator/src/main.rs)
-# 5. shellcheck     scripts/*.sh, tests/e2e-kind, .ci/run
-# 6. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
-# 7. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
+# 6. shellcheck     scripts/*.sh, tests/e2e-kind, .ci/run
+# 7. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
+# 8. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
 # Ends with the line "packaging: N passed, M failed"; exits non-zero when any check failed.
 set -euo pipefail
 
@@ -165,6 +167,57 @@ EOF
   pass images
 else
   fail images "see the FAIL lines above"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "shop-fields: no field of the chart's or the example's Shop is one the CRD would prune"
+# The API server silently drops fields a structural schema does not know (a misspelt key would just
+# vanish), and JSON-schema validation does not see them: walk each Shop against the CRD's schema.
+if [[ ! -x $helm ]]; then
+  fail shop-fields "no helm binary"
+elif ! "$helm" template souk helm/souk -f helm/souk/ci/all-options-values.yaml >"$work/shops.yaml" 2>"$work/helm.err" \
+    || { [[ -s $work/skaffold-values.yaml ]] && ! "$helm" template souk helm/souk -f "$work/skaffold-values.yaml" >>"$work/shops.yaml" 2>>"$work/helm.err"; }; then
+  cat "$work/helm.err"
+  fail shop-fields "helm template failed"
+elif py - "$crd_dir/shop.yaml" "$work/shops.yaml" helm/examples/shop.yaml <<'EOF'; then
+import sys, yaml
+crd = yaml.safe_load(open(sys.argv[1]))
+schemas = {v["name"]: v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"]}
+
+def pruned(value, schema, path):
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    out = []
+    if isinstance(value, dict):
+        props, extra = schema.get("properties"), schema.get("additionalProperties")
+        for key, child in value.items():
+            if props is not None and key in props:
+                out += pruned(child, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                out += pruned(child, extra, f"{path}.{key}")
+            elif props is not None or extra is False:
+                out.append(f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += pruned(item, schema.get("items", {}), f"{path}[{i}]")
+    return out
+
+bad = 0
+for path in sys.argv[2:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc or doc.get("kind") != "Shop":
+            continue
+        version = doc["apiVersion"].split("/")[-1]
+        body = {k: v for k, v in doc.items() if k in ("spec", "status")}
+        lost = pruned(body, schemas[version], "")
+        name = f"{path}: Shop/{doc['metadata']['name']}"
+        print(f"FAIL {name}: the CRD would prune {lost}" if lost else f"ok   {name}: every field is in the CRD")
+        bad |= bool(lost)
+sys.exit(bad)
+EOF
+  pass shop-fields
+else
+  fail shop-fields "see the FAIL lines above"
 fi
 
 # ---------------------------------------------------------------------------------------------
