@@ -31,13 +31,13 @@ RUN cargo chef prepare --recipe-path recipe.json
 # ---- dependencies (own layer: only rebuilt when a manifest or Cargo.lock changes), then the code -
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-# One cook per package, exactly as the two builds below select them, so that cargo's feature
-# resolution is the same and the cooked dependencies are reused rather than rebuilt.
-RUN cargo chef cook --release --recipe-path recipe.json -p souk \
-    && cargo chef cook --release --recipe-path recipe.json -p souk-operator
+# Exactly the packages and binaries of the build below, so that cargo resolves the same features
+# and the cooked dependencies are reused rather than rebuilt.
+RUN cargo chef cook --release --locked --recipe-path recipe.json \
+        -p souk -p souk-operator --bin souk --bin souk-operator
 COPY . .
-RUN cargo build --release --locked -p souk --bin souk \
-    && cargo build --release --locked -p souk-operator --bin souk-operator \
+# Both binaries in one cargo invocation: compiled once, shared dependencies built once.
+RUN cargo build --release --locked -p souk -p souk-operator --bin souk --bin souk-operator \
     && mkdir -p /out \
     && cp target/release/souk target/release/souk-operator /out/
 
