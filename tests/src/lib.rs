@@ -1,1 +1,289 @@
-//! e2e
+//! The end-to-end harness: a shop to drive over real HTTP.
+//!
+//! By default each test starts a shop of its own in this process (databases named after a fresh
+//! shop name on the local PostgreSQL, the gateway on a free port) and drops its databases when
+//! done. With `SOUK_E2E_URL` set, the same tests drive the shop at that URL instead (the kind
+//! end-to-end script does this), logging in as `SOUK_E2E_ADMIN_EMAIL`/`SOUK_E2E_ADMIN_PASSWORD`;
+//! tests that need to stop a service or mint special tokens skip themselves there.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use souk::{RunningShop, ShopConfig};
+use souk_shared::{
+    Shutdown,
+    config::{Secret, ShopName},
+    jwt::KeyPair,
+    testing::{self, TcpProxy},
+};
+
+pub use serde_json::json;
+
+/// What a test can ask of an in-process shop.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Services whose database connection goes through a `TcpProxy` the test can cut.
+    pub proxied_databases: Vec<&'static str>,
+}
+
+/// A shop under test.
+#[derive(Debug)]
+pub struct TestShop {
+    base: String,
+    http: reqwest::Client,
+    admin_email: String,
+    admin_password: String,
+    local: Option<Local>,
+}
+
+/// The parts of an in-process shop a test can reach.
+#[derive(Debug)]
+pub struct Local {
+    pub shop: RunningShop,
+    pub keys: KeyPair,
+    pub database_proxies: BTreeMap<&'static str, TcpProxy>,
+    shop_name: ShopName,
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the status and, for errors, that the body is a well-formed RFC 7807 problem.
+    #[track_caller]
+    pub fn expect(&self, status: StatusCode) -> &Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(
+                self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+                Some("application/problem+json"),
+                "errors are problem+json"
+            );
+            assert_eq!(self.body["status"], status.as_u16(), "{}", self.text);
+            assert!(
+                self.body["type"].as_str().is_some_and(|t| t.starts_with("https://souk.dev/problems/")),
+                "{}",
+                self.text
+            );
+            assert!(self.body["title"].is_string() && self.body["detail"].is_string(), "{}", self.text);
+        }
+        &self.body
+    }
+}
+
+impl TestShop {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        if let Ok(filter) = std::env::var("SOUK_LOG") {
+            // Logs of the shop under test, when asked for (`SOUK_LOG=debug cargo nextest run --no-capture`).
+            let _ = souk_shared::telemetry::init(&filter, souk_shared::telemetry::LogFormat::Pretty);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        if let Ok(base) = std::env::var("SOUK_E2E_URL") {
+            return Self {
+                base: base.trim_end_matches('/').to_owned(),
+                http,
+                admin_email: std::env::var("SOUK_E2E_ADMIN_EMAIL").expect("SOUK_E2E_ADMIN_EMAIL with SOUK_E2E_URL"),
+                admin_password: std::env::var("SOUK_E2E_ADMIN_PASSWORD")
+                    .expect("SOUK_E2E_ADMIN_PASSWORD with SOUK_E2E_URL"),
+                local: None,
+            };
+        }
+        let shop_name: ShopName = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+            .parse()
+            .expect("shop name");
+        let keys = KeyPair::generate().expect("keys");
+        let admin_email = format!("admin-{shop_name}@example.com");
+        let admin_password = "admin-password".to_owned();
+
+        let mut database_proxies = BTreeMap::new();
+        let mut service_databases = BTreeMap::new();
+        for service in options.proxied_databases {
+            let database = shop_name.database_name(service);
+            let server = testing::server_url().parse().expect("server URL");
+            souk_shared::db::ensure_database(&server, &database).await.expect("create database");
+            let proxy = TcpProxy::start(testing::postgres_addr()).await;
+            service_databases.insert(service, Secret::new(format!("postgres://postgres@{}/{database}", proxy.addr())));
+            database_proxies.insert(service, proxy);
+        }
+
+        let config = ShopConfig {
+            shop_name: shop_name.clone(),
+            database_url: Secret::new(testing::server_url()),
+            service_databases,
+            keys: keys.clone(),
+            token_ttl: Duration::from_secs(900),
+            admin: Some(souk_user::AdminAccount {
+                email: admin_email.clone(),
+                password: Secret::new(admin_password.clone()),
+            }),
+            grpc_addrs: BTreeMap::new(),
+        };
+        let listener = testing::listener().await;
+        let shop = souk::up(config, listener, Shutdown::new()).await.expect("shop starts");
+        Self {
+            base: format!("http://{}", shop.http_addr),
+            http,
+            admin_email,
+            admin_password,
+            local: Some(Local {
+                shop,
+                keys,
+                database_proxies,
+                shop_name,
+            }),
+        }
+    }
+
+    /// The in-process shop, or `None` (and a note) when driving a remote one.
+    pub fn local(&mut self) -> Option<&mut Local> {
+        if self.local.is_none() {
+            eprintln!("skipped: needs an in-process shop (SOUK_E2E_URL is set)");
+        }
+        self.local.as_mut()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn send(&self, request: RequestBuilder) -> Reply {
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("HTTP body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(authorized(self.request(Method::GET, path), token)).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.send(authorized(self.request(Method::POST, path), token).json(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.send(authorized(self.request(Method::PUT, path), token).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(authorized(self.request(Method::DELETE, path), token)).await
+    }
+
+    /// An email no other test (or earlier run against the same URL) has used.
+    pub fn unique_email(&self) -> String {
+        format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let reply = self
+            .post("/api/auth/login", None, &json!({"email": email, "password": password}))
+            .await;
+        reply.expect(StatusCode::OK)["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// A new customer, signed in.
+    pub async fn customer(&self) -> Session {
+        let email = self.unique_email();
+        let password = "customer-password".to_owned();
+        let reply = self
+            .post("/api/users", None, &json!({"email": email, "password": password, "name": "Test Customer"}))
+            .await;
+        let id = reply.expect(StatusCode::CREATED)["id"].as_str().expect("id").to_owned();
+        let token = self.login(&email, &password).await;
+        Session {
+            id,
+            email,
+            password,
+            token,
+        }
+    }
+
+    /// The shop's admin, signed in.
+    pub async fn admin(&self) -> Session {
+        let token = self.login(&self.admin_email, &self.admin_password).await;
+        let me = self.get("/api/users/me", Some(&token)).await;
+        Session {
+            id: me.expect(StatusCode::OK)["id"].as_str().expect("id").to_owned(),
+            email: self.admin_email.clone(),
+            password: self.admin_password.clone(),
+            token,
+        }
+    }
+
+    /// Waits until `check` holds for the reply to `GET path`, failing after `timeout`.
+    pub async fn wait_for(&self, path: &str, token: Option<&str>, timeout: Duration, check: impl Fn(&Reply) -> bool) -> Reply {
+        testing::eventually(path, timeout, || async {
+            let reply = self.get(path, token).await;
+            check(&reply).then_some(reply)
+        })
+        .await
+    }
+}
+
+fn authorized(request: RequestBuilder, token: Option<&str>) -> RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
+impl Drop for TestShop {
+    fn drop(&mut self) {
+        if let Some(local) = self.local.take() {
+            local.shop.shutdown().trigger();
+            let databases = souk::SERVICES.iter().map(|s| local.shop_name.database_name(s)).collect();
+            testing::drop_databases(databases);
+        }
+    }
+}
+
+/// Signs `claims` as an ES256 JWT with `private_pem`, to present tokens a real shop would
+/// never issue (expired, wrong issuer).
+pub fn sign_es256(private_pem: &str, claims: &Value) -> String {
+    use base64::Engine as _;
+    use p256::ecdsa::{Signature, SigningKey, signature::Signer as _};
+    use p256::pkcs8::DecodePrivateKey as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let key = SigningKey::from_pkcs8_pem(private_pem).expect("PKCS#8 P-256 key");
+    let signing_input = format!("{}.{}", b64(br#"{"alg":"ES256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let signature: Signature = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&signature.to_bytes()))
+}

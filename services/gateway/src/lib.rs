@@ -1,1 +1,83 @@
-//! placeholder
+//! The gateway: the REST API of `API.md`, in front of the gRPC services.
+//!
+//! Every error leaves as an RFC 7807 problem (`error.rs`); JSON bodies, ids and the caller's
+//! token are checked by extractors before a handler runs (`extract.rs`); each route module owns
+//! its `router()`, merged here with the request id, tracing, metrics and body limit layers.
+
+mod error;
+mod extract;
+mod metrics;
+mod routes;
+mod upstream;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, extract::DefaultBodyLimit};
+use souk_shared::{Shutdown, jwt::Verifier};
+use tokio::net::TcpListener;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+pub use upstream::Upstreams;
+
+/// The largest request body accepted (API.md: 64 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub upstreams: Upstreams,
+    pub verifier: Verifier,
+}
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub verifier: Verifier,
+    pub services: upstream::Clients,
+    pub metrics: metrics::Metrics,
+}
+
+pub(crate) type State = Arc<AppState>;
+
+/// The gateway's whole HTTP application.
+pub fn router(settings: Settings) -> anyhow::Result<Router> {
+    let state = Arc::new(AppState {
+        verifier: settings.verifier,
+        services: upstream::Clients::new(&settings.upstreams)?,
+        metrics: metrics::Metrics::new(),
+    });
+    let request_id = http::HeaderName::from_static("x-request-id");
+    let app = Router::new()
+        .merge(routes::users::router())
+        .merge(routes::ops::router())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("http", method = %request.method(), uri = %request.uri().path(), request_id = id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    Ok(app)
+}
+
+/// Serves the gateway on `listener` until `shutdown`, then drains in-flight requests.
+pub async fn serve(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let app = router(settings)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+        .map_err(|err| anyhow::anyhow!("gateway HTTP server failed: {err}"))
+}
+
+/// How long the gateway waits for a service before answering 503.
+pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);

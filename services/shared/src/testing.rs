@@ -103,3 +103,93 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A TCP proxy in front of a dependency (PostgreSQL, NATS) that a test can cut and restore, to
+/// see a service lose its dependency and recover, without stopping the shared server. Cut, it
+/// closes every proxied connection and stops listening, so new connections are refused.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    acceptor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = listener().await;
+        let (open, _) = tokio::sync::watch::channel(true);
+        let proxy = Self {
+            addr: listener.local_addr().expect("proxy address"),
+            upstream,
+            open: std::sync::Arc::new(open),
+            acceptor: std::sync::Mutex::new(None),
+        };
+        proxy.accept(listener);
+        proxy
+    }
+
+    fn accept(&self, listener: TcpListener) {
+        let (open, upstream) = (self.open.clone(), self.upstream);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut closed = open.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = closed.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        let previous = self.acceptor.lock().expect("proxy lock").replace(task);
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Drops every proxied connection and refuses new ones, as if the dependency went down.
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+        if let Some(acceptor) = self.acceptor.lock().expect("proxy lock").take() {
+            acceptor.abort();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn restore(&self) {
+        self.open.send_replace(true);
+        let listener = eventually("the proxy port to be free again", Duration::from_secs(10), || async {
+            TcpListener::bind(self.addr).await.ok()
+        })
+        .await;
+        self.accept(listener);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// The local PostgreSQL server's address, for a `TcpProxy` in front of it.
+pub fn postgres_addr() -> std::net::SocketAddr {
+    let url = server_url();
+    let host_port = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432");
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5432)))
+}

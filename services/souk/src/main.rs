@@ -1,1 +1,272 @@
-fn main() {}
+//! `souk`: `souk up` runs a whole shop on this machine, `souk serve <service>` runs one service
+//! alone (what a container runs), `souk keygen` writes a development JWT key pair. This file only
+//! parses configuration; the library does the work.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use souk_shared::{
+    Shutdown,
+    config::{CommonArgs, DatabaseArgs, JwtArgs, Secret},
+    db::DatabaseLocation,
+    jwt::{KeyPair, Signer, Verifier, read_pem},
+    telemetry,
+};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(name = "souk", version, about = "Souk: an e-commerce platform of Rust microservices")]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole shop in this process: every service and the gateway.
+    Up(UpArgs),
+    /// Run one service alone.
+    Serve(ServeArgs),
+    /// Write a development ES256 key pair (private.pem, public.pem) into a directory.
+    Keygen {
+        /// Directory to write the keys into (created when missing).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct UpArgs {
+    /// Where the gateway listens.
+    #[arg(long, env = "SOUK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// The user service's gRPC address (a free loopback port when not set).
+    #[arg(long, env = "SOUK_USER_GRPC_ADDR")]
+    user_grpc_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    service_databases: ServiceDatabaseArgs,
+    #[command(flatten)]
+    jwt: JwtArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ServiceDatabaseArgs {
+    /// The user service's own database (instead of `<shop>_user` on SOUK_DATABASE_URL).
+    #[arg(long, env = "SOUK_USER_DATABASE_URL", hide_env_values = true)]
+    user_database_url: Option<Secret<String>>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct AdminArgs {
+    /// The admin account made sure of at start (with SOUK_ADMIN_PASSWORD).
+    #[arg(long, env = "SOUK_ADMIN_EMAIL", requires = "admin_password")]
+    admin_email: Option<String>,
+    #[arg(long, env = "SOUK_ADMIN_PASSWORD", hide_env_values = true, requires = "admin_email")]
+    admin_password: Option<Secret<String>>,
+}
+
+impl AdminArgs {
+    fn account(&self) -> Option<souk_user::AdminAccount> {
+        Some(souk_user::AdminAccount {
+            email: self.admin_email.clone()?,
+            password: self.admin_password.clone()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Service {
+    User,
+    Gateway,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ServeArgs {
+    /// The service to run.
+    service: Service,
+    /// Where a gRPC service listens.
+    #[arg(long, env = "SOUK_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// Where the gateway listens.
+    #[arg(long, env = "SOUK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// The user service, for the gateway.
+    #[arg(long, env = "SOUK_USER_URL", default_value = "http://127.0.0.1:50051")]
+    user_url: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    service_databases: ServiceDatabaseArgs,
+    #[command(flatten)]
+    jwt: JwtArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = telemetry::init(&cli.common.log, cli.common.log_format) {
+        eprintln!("souk: {err:#}");
+        return std::process::ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("souk: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = ?err, "souk stopped");
+            eprintln!("souk: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up(cli.common, args).await,
+        Command::Serve(args) => serve(cli.common, args).await,
+        Command::Keygen { dir } => keygen(&dir),
+    }
+}
+
+/// The key pair from files, or a fresh one for development when neither file is given.
+fn keys(jwt: &JwtArgs, allow_generated: bool) -> anyhow::Result<KeyPair> {
+    match (&jwt.jwt_private_key_file, &jwt.jwt_public_key_file) {
+        (Some(private), Some(public)) => Ok(KeyPair {
+            private_pem: Secret::new(read_pem("SOUK_JWT_PRIVATE_KEY_FILE", private)?),
+            public_pem: read_pem("SOUK_JWT_PUBLIC_KEY_FILE", public)?,
+        }),
+        (None, None) if allow_generated => {
+            tracing::warn!("no JWT key files given: using a development key pair made for this run");
+            KeyPair::generate()
+        }
+        (None, _) => anyhow::bail!("SOUK_JWT_PRIVATE_KEY_FILE: required (with SOUK_JWT_PUBLIC_KEY_FILE)"),
+        (_, None) => anyhow::bail!("SOUK_JWT_PUBLIC_KEY_FILE: required (with SOUK_JWT_PRIVATE_KEY_FILE)"),
+    }
+}
+
+async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| anyhow::anyhow!("{setting}: cannot listen on {addr}: {err}"))
+}
+
+async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
+    let config = souk::ShopConfig {
+        shop_name: common.shop_name,
+        database_url: args.database.database_url,
+        service_databases: args
+            .service_databases
+            .user_database_url
+            .map(|url| ("user", url))
+            .into_iter()
+            .collect(),
+        keys: keys(&args.jwt, true)?,
+        token_ttl: args.jwt.token_ttl_seconds,
+        admin: args.admin.account(),
+        grpc_addrs: args.user_grpc_addr.map(|addr| ("user", addr)).into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let shop = souk::up(config, http, shutdown).await?;
+    shop.wait().await
+}
+
+async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    match args.service {
+        Service::User => {
+            let keys = keys(&args.jwt, false)?;
+            let service = souk_user::UserService::start(souk_user::Settings {
+                database: DatabaseLocation::resolve(
+                    args.service_databases.user_database_url,
+                    &args.database.database_url,
+                    &common.shop_name,
+                    "user",
+                ),
+                signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
+                verifier: Verifier::from_pem(&keys.public_pem)?,
+                admin: args.admin.account(),
+            })
+            .await?;
+            let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
+            tracing::info!(addr = %args.grpc_addr, "user service listening (gRPC)");
+            service.serve(listener, shutdown).await
+        }
+        Service::Gateway => {
+            let public = args
+                .jwt
+                .jwt_public_key_file
+                .ok_or_else(|| anyhow::anyhow!("SOUK_JWT_PUBLIC_KEY_FILE: required by the gateway"))?;
+            let settings = souk_gateway::Settings {
+                upstreams: souk_gateway::Upstreams { user: args.user_url },
+                verifier: Verifier::from_pem(&read_pem("SOUK_JWT_PUBLIC_KEY_FILE", &public)?)?,
+            };
+            let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
+            tracing::info!("gateway listening on http://{}", args.http_addr);
+            souk_gateway::serve(settings, listener, shutdown).await
+        }
+    }
+}
+
+fn keygen(dir: &std::path::Path) -> anyhow::Result<()> {
+    let keys = KeyPair::generate()?;
+    std::fs::create_dir_all(dir)?;
+    let private = dir.join("private.pem");
+    std::fs::write(&private, keys.private_pem.expose())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::write(dir.join("public.pem"), &keys.public_pem)?;
+    eprintln!("wrote {} and {}", private.display(), dir.join("public.pem").display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = Cli::try_parse_from(["souk", "--shop-name", "Bad Name", "up"]).expect_err("invalid");
+        assert!(err.to_string().contains("shop-name"), "{err}");
+        let err = Cli::try_parse_from(["souk", "up", "--token-ttl-seconds", "0"]).expect_err("invalid");
+        assert!(err.to_string().contains("token-ttl-seconds"), "{err}");
+        let err = Cli::try_parse_from(["souk", "up", "--admin-email", "a@b.c"]).expect_err("half an admin");
+        assert!(err.to_string().contains("admin-password"), "{err}");
+    }
+
+    #[test]
+    fn a_half_given_key_pair_is_refused() {
+        let jwt = JwtArgs {
+            jwt_private_key_file: Some("/nonexistent/private.pem".into()),
+            jwt_public_key_file: None,
+            token_ttl_seconds: Duration::from_secs(60),
+        };
+        let err = keys(&jwt, true).expect_err("half a pair");
+        assert!(err.to_string().starts_with("SOUK_JWT_PUBLIC_KEY_FILE"), "{err}");
+    }
+}

@@ -1,0 +1,217 @@
+//! Every error the API answers, as an RFC 7807 `application/problem+json` body. Statuses follow
+//! API.md; a 5xx never carries internals (the cause is logged, not sent).
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use tonic::Code;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: validation, malformed body, query or id.
+    BadRequest { detail: String, errors: BTreeMap<String, String> },
+    /// 401: no or invalid token, wrong credentials.
+    Unauthorized(String),
+    /// 403: authenticated but not allowed.
+    Forbidden(String),
+    /// 404.
+    NotFound(String),
+    /// 405.
+    MethodNotAllowed,
+    /// 409: uniqueness, state or stock conflict.
+    Conflict(String),
+    /// 413: body over the limit.
+    PayloadTooLarge,
+    /// 503: a service behind the gateway is unavailable.
+    Unavailable(String),
+    /// 500: logged where it happened; the client learns nothing more.
+    Internal,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            detail: detail.into(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    /// A validation error of one field.
+    pub fn invalid_field(field: &str, message: &str) -> Self {
+        Self::BadRequest {
+            detail: format!("{field}: {message}"),
+            errors: BTreeMap::from([(field.to_owned(), message.to_owned())]),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::BadRequest { .. } => (StatusCode::BAD_REQUEST, "validation", "Invalid request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::BadRequest { detail, .. }
+            | Self::Unauthorized(detail)
+            | Self::Forbidden(detail)
+            | Self::NotFound(detail)
+            | Self::Conflict(detail)
+            | Self::Unavailable(detail) => detail.clone(),
+            Self::MethodNotAllowed => "this method is not allowed on this resource".into(),
+            Self::PayloadTooLarge => format!("the request body is over {} bytes", crate::BODY_LIMIT),
+            Self::Internal => "an unexpected error occurred".into(),
+        }
+    }
+}
+
+/// The problem document.
+#[derive(Debug, Serialize)]
+pub struct Problem<'a> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<&'a BTreeMap<String, String>>,
+    /// Extra members some problems carry (readiness lists its services).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
+}
+
+/// A problem response with any status, for the few places outside `ApiError`.
+pub fn problem_response(status: StatusCode, slug: &str, title: &str, detail: String, extra: Option<serde_json::Value>) -> Response {
+    let body = Problem {
+        kind: format!("https://souk.dev/problems/{slug}"),
+        title,
+        status: status.as_u16(),
+        detail,
+        errors: None,
+        extra,
+    };
+    with_problem_type(status, Json(body).into_response())
+}
+
+fn with_problem_type(status: StatusCode, mut response: Response) -> Response {
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let errors = match &self {
+            Self::BadRequest { errors, .. } if !errors.is_empty() => Some(errors),
+            _ => None,
+        };
+        let body = Problem {
+            kind: format!("https://souk.dev/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors,
+            extra: None,
+        };
+        let mut response = with_problem_type(status, Json(body).into_response());
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A service's answer, as the API's status. Client errors keep the service's message; outages
+/// become 503 and anything else a bare 500 (logged here).
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => match message.split_once(": ") {
+                Some((field, why)) if !field.contains(' ') => Self::invalid_field(field, why),
+                _ => Self::bad_request(message),
+            },
+            Code::Unauthenticated => Self::Unauthorized(message),
+            Code::PermissionDenied => Self::Forbidden(message),
+            Code::NotFound => Self::NotFound(message),
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => Self::Conflict(message),
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
+                Self::Unavailable("a service is temporarily unavailable, try again".into())
+            }
+            _ => {
+                tracing::error!(code = ?status.code(), message = status.message(), "upstream error");
+                Self::Internal
+            }
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such resource".into())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_codes_map_to_api_statuses() {
+        let cases = [
+            (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+            (Code::Unauthenticated, StatusCode::UNAUTHORIZED),
+            (Code::PermissionDenied, StatusCode::FORBIDDEN),
+            (Code::NotFound, StatusCode::NOT_FOUND),
+            (Code::AlreadyExists, StatusCode::CONFLICT),
+            (Code::FailedPrecondition, StatusCode::CONFLICT),
+            (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (Code::DeadlineExceeded, StatusCode::SERVICE_UNAVAILABLE),
+            (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+            (Code::Unknown, StatusCode::INTERNAL_SERVER_ERROR),
+        ];
+        for (code, expected) in cases {
+            let response = ApiError::from(tonic::Status::new(code, "x")).into_response();
+            assert_eq!(response.status(), expected, "{code:?}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        }
+    }
+
+    #[test]
+    fn field_errors_are_listed_by_field() {
+        let err = ApiError::from(tonic::Status::invalid_argument("email: must be a valid email address"));
+        let ApiError::BadRequest { errors, .. } = err else {
+            panic!("not a bad request");
+        };
+        assert_eq!(errors["email"], "must be a valid email address");
+    }
+
+    #[test]
+    fn internal_upstream_messages_are_not_passed_on() {
+        let err = ApiError::from(tonic::Status::internal("relation users does not exist"));
+        assert_eq!(err, ApiError::Internal);
+    }
+}

@@ -1,0 +1,174 @@
+//! Extractors that turn a request into checked values or a problem: JSON bodies (400 with the
+//! serde path of what is wrong, 413 over the limit), ids in paths (400 when not a UUID), query
+//! strings, and the authenticated caller (401).
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
+};
+use http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+use souk_shared::jwt::Role;
+use uuid::Uuid;
+
+use crate::{State, error::ApiError};
+
+/// A JSON body. Unlike axum's own, every rejection is a problem, and the body is read as JSON
+/// whatever its `Content-Type` says (`curl -d` sends form encoding by default).
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<State> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &State) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses a JSON document; the error names the field and what was expected.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else {
+            strip_position(&inner.to_string())
+        };
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::invalid_field(&path, &message)
+        }
+    })
+}
+
+/// serde_json appends " at line 1 column 5", which says nothing to an API client.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// A query string; malformed or out-of-range values are 400.
+#[derive(Debug)]
+#[expect(dead_code, reason = "the catalog routes use it")]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                ApiError::invalid_field(&path, &err.into_inner().to_string())
+            })
+    }
+}
+
+/// The single `{id}` of a path, which must be a UUID.
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_request("malformed path"))?;
+        Uuid::parse_str(&raw)
+            .map(IdPath)
+            .map_err(|_| ApiError::bad_request(format!("{raw:?} is not a valid id (a UUID)")))
+    }
+}
+
+/// The authenticated caller: a valid ES256 bearer token. Handlers that take it are for
+/// signed-in users only; the token is forwarded to the services, which check it again.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    #[expect(dead_code, reason = "the catalog and order routes use it")]
+    pub role: Role,
+    pub token: String,
+}
+
+impl AuthUser {
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        souk_shared::auth::with_token(message, &self.token)
+    }
+}
+
+impl FromRequestParts<State> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        let token = match header.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
+            _ => return Err(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())),
+        };
+        let claims = state
+            .verifier
+            .verify(token)
+            .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
+        Ok(Self {
+            id: claims.sub,
+            role: claims.role,
+            token: token.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code, reason = "only deserialised")]
+    struct Body {
+        name: String,
+        count: i64,
+    }
+
+    fn error(json: &str) -> ApiError {
+        parse_json::<Body>(json.as_bytes()).expect_err("rejected")
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let ApiError::BadRequest { errors, .. } = error(r#"{"name": "a", "count": 1.5}"#) else {
+            panic!("400 expected");
+        };
+        assert!(errors["count"].contains("floating point"), "{errors:?}");
+        let ApiError::BadRequest { detail, .. } = error(r#"{"name": "a"}"#) else {
+            panic!("400 expected");
+        };
+        assert!(detail.contains("missing field `count`"), "{detail}");
+        let ApiError::BadRequest { detail, .. } = error(r#"{"name": "#) else {
+            panic!("400 expected");
+        };
+        assert!(detail.starts_with("malformed JSON"), "{detail}");
+    }
+}

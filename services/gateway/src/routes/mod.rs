@@ -1,0 +1,4 @@
+//! One module per section of API.md, each with its own `router()`.
+
+pub mod ops;
+pub mod users;

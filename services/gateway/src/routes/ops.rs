@@ -1,0 +1,57 @@
+//! The Operations section of API.md: liveness, readiness, metrics and the OpenAPI document.
+
+use axum::{
+    Router,
+    extract::State as AxumState,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::{State, error::problem_response};
+
+const OPENAPI: &str = include_str!("../openapi.json");
+
+pub fn router() -> Router<State> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 when every service answers its health check as serving, else a 503 problem naming them.
+async fn readyz(AxumState(state): AxumState<State>) -> Response {
+    let checks = state.services.readiness().await;
+    let services: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, serving)| ((*name).to_owned(), (if *serving { "serving" } else { "unavailable" }).into()))
+        .collect();
+    let down: Vec<&str> = checks.iter().filter(|(_, serving)| !serving).map(|(name, _)| *name).collect();
+    if down.is_empty() {
+        axum::Json(serde_json::json!({ "status": "ready", "services": services })).into_response()
+    } else {
+        problem_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service-unavailable",
+            "Service unavailable",
+            format!("not ready: {} unavailable", down.join(", ")),
+            Some(serde_json::json!({ "services": services })),
+        )
+    }
+}
+
+async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}

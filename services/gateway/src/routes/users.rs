@@ -1,0 +1,114 @@
+//! The Auth section of API.md: registration, login, reading users.
+
+use axum::{Router, extract::State as AxumState, http::StatusCode, routing::get, routing::post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use souk_protos::v1::{GetUserRequest, LoginRequest, RegisterRequest, User};
+use souk_shared::time;
+
+use crate::{
+    State,
+    error::ApiResult,
+    extract::{AuthUser, IdPath, Json},
+};
+
+pub fn router() -> Router<State> {
+    Router::new()
+        .route("/api/users", post(register))
+        .route("/api/users/me", get(me))
+        .route("/api/users/{id}", get(user))
+        .route("/api/auth/login", post(login))
+}
+
+#[derive(Debug, Deserialize)]
+struct Registration {
+    email: String,
+    password: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UserBody {
+    id: String,
+    email: String,
+    name: String,
+    role: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            created_at: time::from_proto(user.created_at.as_ref()),
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            role: user.role,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct TokenBody {
+    access_token: String,
+    token_type: String,
+    expires_in: i64,
+}
+
+async fn register(AxumState(state): AxumState<State>, Json(body): Json<Registration>) -> ApiResult<(StatusCode, axum::Json<UserBody>)> {
+    let user = state
+        .services
+        .user
+        .clone()
+        .register(RegisterRequest {
+            email: body.email,
+            password: body.password,
+            name: body.name,
+        })
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, axum::Json(user.into())))
+}
+
+async fn login(AxumState(state): AxumState<State>, Json(body): Json<Credentials>) -> ApiResult<axum::Json<TokenBody>> {
+    let token = state
+        .services
+        .user
+        .clone()
+        .login(LoginRequest {
+            email: body.email,
+            password: body.password,
+        })
+        .await?
+        .into_inner();
+    Ok(axum::Json(TokenBody {
+        access_token: token.access_token,
+        token_type: token.token_type,
+        expires_in: token.expires_in,
+    }))
+}
+
+async fn me(AxumState(state): AxumState<State>, caller: AuthUser) -> ApiResult<axum::Json<UserBody>> {
+    read_user(&state, &caller, caller.id).await
+}
+
+async fn user(AxumState(state): AxumState<State>, caller: AuthUser, IdPath(id): IdPath) -> ApiResult<axum::Json<UserBody>> {
+    read_user(&state, &caller, id).await
+}
+
+async fn read_user(state: &State, caller: &AuthUser, id: uuid::Uuid) -> ApiResult<axum::Json<UserBody>> {
+    let user = state
+        .services
+        .user
+        .clone()
+        .get_user(caller.request(GetUserRequest { id: id.to_string() }))
+        .await?
+        .into_inner();
+    Ok(axum::Json(user.into()))
+}
