@@ -20,7 +20,8 @@
 # 6. shellcheck     scripts/*.sh, tests/e2e-kind, .ci/run
 # 7. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
 # 8. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
-# Ends with the line "packaging: N passed, M failed"; exits non-zero when any check failed.
+# Ends with "packaging: N checks passed, M failed" (worded so it is not read as a test-runner
+# count); exits non-zero when any check failed.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -354,5 +355,5 @@ fi
 # ---------------------------------------------------------------------------------------------
 printf '\n'
 ((failed == 0)) || printf 'failed: %s\n' "${failures[*]}"
-printf 'packaging: %d passed, %d failed\n' "$passed" "$failed"
+printf 'packaging: %d checks passed, %d failed\n' "$passed" "$failed"
 ((failed == 0))
