@@ -614,3 +614,80 @@ pub struct ComponentStatus {
     /// Whether the workload is fully rolled out and ready.
     pub ready: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn the_committed_crd_is_what_the_types_generate() {
+        let generated = serde_yaml::to_string(&Shop::crd()).expect("CRD as YAML");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/shop.yaml");
+        let committed = std::fs::read_to_string(path).expect("crds/shop.yaml");
+        assert!(
+            committed == generated,
+            "crds/shop.yaml is stale; run: cargo run -q -p souk-operator --bin crdgen > crds/shop.yaml"
+        );
+    }
+
+    #[test]
+    fn the_crd_carries_defaults_bounds_enums_and_columns() {
+        let crd = serde_json::to_value(Shop::crd()).expect("CRD as JSON");
+        let version = &crd["spec"]["versions"][0];
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["tokenTtlSeconds"]["default"], 3600);
+        assert_eq!(spec["tokenTtlSeconds"]["minimum"], 60.0);
+        assert_eq!(spec["paymentDeclineAboveCents"]["minimum"], 0.0);
+        assert_eq!(
+            spec["services"]["properties"]["gateway"]["properties"]["replicas"]["minimum"],
+            0.0
+        );
+        assert_eq!(
+            spec["gateway"]["properties"]["serviceType"]["enum"],
+            serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"])
+        );
+        assert_eq!(spec["image"]["properties"]["repository"]["default"], "souk");
+        assert_eq!(
+            spec["nats"]["properties"]["external"]["required"],
+            serde_json::json!(["url"])
+        );
+        let columns: Vec<_> = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(columns, ["Ready", "Components", "Gateway", "Reason", "Age"]);
+        assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn an_empty_spec_means_managed_everything_and_the_operator_version() {
+        let spec: ShopSpec = serde_json::from_value(serde_json::json!({})).expect("empty spec");
+        assert_eq!(
+            spec.image.reference(),
+            format!("souk:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(spec.token_ttl_seconds, 3600);
+        assert_eq!(spec.payment_decline_above_cents, 1_000_000);
+        for service in Component::WITH_DATABASE {
+            assert!(matches!(
+                spec.databases.resolve(service),
+                Database::Managed(_)
+            ));
+        }
+        assert!(matches!(spec.nats.resolve(), Nats::Managed(_)));
+        assert_eq!(spec.gateway.service_type, ServiceType::ClusterIP);
+    }
+
+    #[test]
+    fn unknown_service_keys_are_kept_for_the_operator_to_report() {
+        let spec: ShopSpec = serde_json::from_value(serde_json::json!({
+            "services": {"gateway": {"replicas": 2}, "shipping": {"replicas": 1}}
+        }))
+        .expect("spec");
+        assert_eq!(spec.services.gateway.as_ref().map(|g| g.replicas), Some(2));
+        assert!(spec.services.unknown.contains_key("shipping"));
+    }
+}

@@ -288,3 +288,269 @@ fn condition(
         last_transition_time,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::desired;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus, StatefulSetStatus};
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    use k8s_openapi::jiff::SignedDuration;
+
+    /// The desired children of `shop` as the API server would answer, all ready or none.
+    fn answered(shop: &Shop, ready: bool) -> Vec<Child> {
+        desired(shop)
+            .expect("valid")
+            .children
+            .into_iter()
+            .map(|child| match child {
+                Child::Deployment(mut d) => {
+                    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    let n = if ready { replicas } else { 0 };
+                    d.metadata.generation = Some(1);
+                    d.status = Some(DeploymentStatus {
+                        observed_generation: Some(1),
+                        ready_replicas: Some(n),
+                        updated_replicas: Some(n),
+                        ..DeploymentStatus::default()
+                    });
+                    Child::Deployment(d)
+                }
+                Child::StatefulSet(mut s) => {
+                    let n = if ready { 1 } else { 0 };
+                    s.metadata.generation = Some(1);
+                    s.status = Some(StatefulSetStatus {
+                        observed_generation: Some(1),
+                        ready_replicas: Some(n),
+                        updated_replicas: Some(n),
+                        ..StatefulSetStatus::default()
+                    });
+                    Child::StatefulSet(s)
+                }
+                other => other,
+            })
+            .collect()
+    }
+
+    fn conditions(status: &ShopStatus) -> Vec<(String, String, String)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    fn triple(t: &str, s: &str, r: &str) -> (String, String, String) {
+        (t.into(), s.into(), r.into())
+    }
+
+    #[test]
+    fn a_shop_with_pods_not_ready_is_progressing() {
+        let shop = Shop::test();
+        let observation = observe(&shop, "default", &answered(&shop, false));
+        let status = applied(&shop, observation, None, Timestamp::now());
+        assert_eq!(
+            conditions(&status),
+            [
+                triple(READY, "False", "ComponentsNotReady"),
+                triple(PROGRESSING, "True", "RollingOut"),
+                triple(DEGRADED, "False", "AsExpected"),
+            ]
+        );
+        assert_eq!(status.ready_components.as_deref(), Some("0/12"));
+        assert_eq!(status.observed_generation, Some(1));
+        let message = &status.conditions[0].message;
+        assert!(message.contains("user-db 0/1 ready"), "{message}");
+    }
+
+    #[test]
+    fn a_shop_with_every_component_ready_is_ready_with_its_address() {
+        let shop = Shop::test().with_replicas(Component::Gateway, 2);
+        let observation = observe(&shop, "default", &answered(&shop, true));
+        let status = applied(&shop, observation, None, Timestamp::now());
+        assert_eq!(
+            conditions(&status)[0],
+            triple(READY, "True", "AllComponentsReady")
+        );
+        assert_eq!(
+            conditions(&status)[1],
+            triple(PROGRESSING, "False", "RolloutComplete")
+        );
+        assert_eq!(status.ready_components.as_deref(), Some("12/12"));
+        assert_eq!(
+            status.gateway_address.as_deref(),
+            Some("http://demo-gateway.default.svc:80")
+        );
+        assert_eq!(
+            status.components["gateway"],
+            ComponentStatus {
+                kind: "Deployment".into(),
+                replicas: 2,
+                ready_replicas: 2,
+                ready: true
+            }
+        );
+        assert!(status.components["nats"].ready);
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let shop = Shop::test();
+        let earlier = Timestamp::now() - SignedDuration::from_hours(1);
+        let first = applied(
+            &shop,
+            observe(&shop, "default", &answered(&shop, false)),
+            None,
+            earlier,
+        );
+        let again = applied(
+            &shop,
+            observe(&shop, "default", &answered(&shop, false)),
+            Some(&first),
+            Timestamp::now(),
+        );
+        assert_eq!(first, again, "a settled shop computes the same status");
+        let ready = applied(
+            &shop,
+            observe(&shop, "default", &answered(&shop, true)),
+            Some(&first),
+            Timestamp::now(),
+        );
+        let time = |s: &ShopStatus, t: &str| s.condition(t).map(|c| c.last_transition_time.0);
+        assert_ne!(time(&ready, READY), time(&first, READY), "Ready flipped");
+        assert_eq!(
+            time(&ready, DEGRADED),
+            time(&first, DEGRADED),
+            "Degraded did not"
+        );
+    }
+
+    #[test]
+    fn a_stuck_rollout_is_degraded_with_the_deployment_named() {
+        let shop = Shop::test();
+        let mut children = answered(&shop, false);
+        for child in &mut children {
+            if let Child::Deployment(d) = child
+                && d.name_any() == "demo-cart"
+                && let Some(status) = d.status.as_mut()
+            {
+                status.conditions = Some(vec![DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    message: Some("ReplicaSet \"demo-cart-5d8\" has timed out progressing.".into()),
+                    ..DeploymentCondition::default()
+                }]);
+            }
+        }
+        let status = applied(
+            &shop,
+            observe(&shop, "default", &children),
+            None,
+            Timestamp::now(),
+        );
+        let degraded = status.condition(DEGRADED).expect("Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "RolloutStuck")
+        );
+        assert!(
+            degraded.message.contains("Deployment demo-cart"),
+            "{}",
+            degraded.message
+        );
+    }
+
+    #[test]
+    fn a_load_balancer_without_address_keeps_the_shop_not_ready() {
+        let mut shop = Shop::test();
+        shop.spec.gateway.service_type = crate::shop::ServiceType::LoadBalancer;
+        let mut children = answered(&shop, true);
+        let status = applied(
+            &shop,
+            observe(&shop, "default", &children),
+            None,
+            Timestamp::now(),
+        );
+        assert_eq!(
+            conditions(&status)[0],
+            triple(READY, "False", "WaitingForLoadBalancer")
+        );
+
+        for child in &mut children {
+            if let Child::Service(s) = child
+                && s.name_any() == "demo-gateway"
+            {
+                s.status = Some(ServiceStatus {
+                    load_balancer: Some(LoadBalancerStatus {
+                        ingress: Some(vec![LoadBalancerIngress {
+                            ip: Some("203.0.113.7".into()),
+                            ..LoadBalancerIngress::default()
+                        }]),
+                    }),
+                    ..ServiceStatus::default()
+                });
+            }
+        }
+        let status = applied(
+            &shop,
+            observe(&shop, "default", &children),
+            None,
+            Timestamp::now(),
+        );
+        assert_eq!(
+            conditions(&status)[0],
+            triple(READY, "True", "AllComponentsReady")
+        );
+        assert_eq!(
+            status.gateway_address.as_deref(),
+            Some("http://203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn the_ingress_host_is_the_address() {
+        let shop = Shop::test().with_ingress("shop.example.com");
+        let status = applied(
+            &shop,
+            observe(&shop, "default", &answered(&shop, true)),
+            None,
+            Timestamp::now(),
+        );
+        assert_eq!(
+            status.gateway_address.as_deref(),
+            Some("http://shop.example.com")
+        );
+    }
+
+    #[test]
+    fn a_failure_is_degraded_and_keeps_what_was_seen() {
+        let shop = Shop::test();
+        let before = applied(
+            &shop,
+            observe(&shop, "default", &answered(&shop, true)),
+            None,
+            Timestamp::now(),
+        );
+        let status = failed(
+            &shop,
+            "InvalidSpec",
+            "spec.services.cart.replicas is -1",
+            Some(&before),
+            Timestamp::now(),
+        );
+        assert_eq!(
+            conditions(&status),
+            [
+                triple(READY, "False", "InvalidSpec"),
+                triple(PROGRESSING, "False", "InvalidSpec"),
+                triple(DEGRADED, "True", "InvalidSpec"),
+            ]
+        );
+        assert_eq!(status.components, before.components);
+        assert_eq!(
+            status.condition(DEGRADED).map(|c| c.message.as_str()),
+            Some("spec.services.cart.replicas is -1")
+        );
+    }
+}

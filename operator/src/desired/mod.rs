@@ -12,6 +12,9 @@ pub mod postgres;
 pub mod secrets;
 pub mod services;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
