@@ -3,18 +3,24 @@
 # migrations, against a scratch database per service on the local PostgreSQL.
 #   scripts/sqlx-prepare.sh          rewrite the committed data
 #   scripts/sqlx-prepare.sh --check  fail when the committed data is not what the code needs
+#   scripts/sqlx-prepare.sh [--check] user cart   only these services
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 server=${SOUK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 base=${server%/*}
 check=false
-[[ ${1:-} == --check ]] && check=true
+if [[ ${1:-} == --check ]]; then
+  check=true
+  shift
+fi
+only=" $* "
 
 status=0
 for dir in services/*/; do
   svc=$(basename "$dir")
-  [[ -d $dir/migrations ]] || continue
+  [[ -d $dir/migrations ]] && compgen -G "$dir/migrations/*.sql" >/dev/null || continue
+  [[ $only == "  " || $only == *" $svc "* ]] || continue
   db="sqlx_prepare_${svc}_$$"
   psql -q "$server" -c "drop database if exists $db" -c "create database $db" >/dev/null
   for migration in "$dir"migrations/*.sql; do
