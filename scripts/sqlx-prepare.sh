@@ -19,7 +19,7 @@ only=" $* "
 status=0
 for dir in services/*/; do
   svc=$(basename "$dir")
-  [[ -d $dir/migrations ]] && compgen -G "$dir/migrations/*.sql" >/dev/null || continue
+  compgen -G "${dir}migrations/*.sql" >/dev/null || continue
   [[ $only == "  " || $only == *" $svc "* ]] || continue
   db="sqlx_prepare_${svc}_$$"
   psql -q "$server" -c "drop database if exists $db" -c "create database $db" >/dev/null
