@@ -58,7 +58,7 @@ mod tests {
     #[test]
     fn a_bad_example_is_refused_with_the_reason() {
         let yaml = "apiVersion: souk.dev/v1alpha1\nkind: Shop\nmetadata: {name: demo}\nspec:\n  services: {cart: {replicas: -2}}\n";
-        let err = render(yaml, &mut OsRng).unwrap_err().to_string();
+        let err = render(yaml, &mut OsRng).expect_err("refused").to_string();
         assert_eq!(
             err,
             "spec.services.cart.replicas is -2; set it to 0 or more"

@@ -17,6 +17,10 @@ pub const GROUP: &str = "souk.dev";
 
 /// A whole shop: the gateway, five services, their databases, NATS, and the keys that bind them.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) of the kube derive has its own type_; clippy sees repeats"
+)]
 #[kube(
     group = "souk.dev",
     version = "v1alpha1",

@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_negative_replica_count_is_refused_with_the_field_named() {
-        let err = validate(&Shop::test().with_replicas(Component::Cart, -1)).unwrap_err();
+        let err = validate(&Shop::test().with_replicas(Component::Cart, -1)).expect_err("refused");
         assert_eq!(
             err.to_string(),
             "spec.services.cart.replicas is -1; set it to 0 or more"
@@ -263,7 +263,7 @@ mod tests {
             .services
             .unknown
             .insert("shipping".into(), serde_json::json!({"replicas": 1}));
-        let err = validate(&shop).unwrap_err().to_string();
+        let err = validate(&shop).expect_err("refused").to_string();
         assert!(err.contains("spec.services.shipping"), "{err}");
         assert!(
             err.contains("gateway, user, product, cart, order, payment"),
@@ -275,7 +275,7 @@ mod tests {
             .databases
             .unknown
             .insert("gateway".into(), serde_json::json!({}));
-        let err = validate(&shop).unwrap_err().to_string();
+        let err = validate(&shop).expect_err("refused").to_string();
         assert!(err.contains("spec.databases.gateway"), "{err}");
     }
 
