@@ -4,7 +4,8 @@
 //! 1. compute the desired state (pure; a bad spec stops here: `Degraded`, nothing applied);
 //! 2. check that the Secrets the user provides exist with their keys (same outcome if not);
 //! 3. create the generated Secrets that are absent (never overwrite one);
-//! 4. apply every child (databases and NATS first, then the services, then the Ingress);
+//! 4. apply every child (databases and NATS first, then the services, then the Ingress), then
+//!    delete the children the spec no longer needs (a database become external, say);
 //! 5. compute the status from what the API server answered and patch it when it changed;
 //! 6. record Events for what changed (secrets generated, shop ready) or failed.
 //!
@@ -19,7 +20,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -28,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::desired::{self, Child, Desired, MANAGER, secrets};
+use crate::desired::{self, Child, Desired, MANAGER, ObsoleteKind, secrets};
 use crate::metrics::Metrics;
 use crate::shop::{Shop, ShopStatus};
 use crate::status;
@@ -153,6 +154,10 @@ pub async fn reconcile(shop: Arc<Shop>, ctx: Arc<Context>) -> Result<Action, Err
 async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     let namespace = shop.namespace().ok_or(Error::NoNamespace)?;
     let client = ctx.client.clone();
+    if shop.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes the children; re-applying them would fight it.
+        return Ok(Action::await_change());
+    }
 
     let desired = match desired::desired(shop) {
         Ok(desired) => desired,
@@ -167,6 +172,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
 
     let generated = create_missing_secrets(shop, &secrets_api, &desired).await?;
     let applied = apply_children(&client, &namespace, &desired).await?;
+    let pruned = prune(shop, &client, &namespace).await?;
 
     let observation = status::observe(shop, &namespace, &applied);
     let new_status = status::applied(shop, observation, shop.status.as_ref(), Timestamp::now());
@@ -179,6 +185,15 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
             EventType::Normal,
             "SecretsGenerated",
             format!("generated {}", generated.join(", ")),
+        )
+        .await;
+    }
+    if !pruned.is_empty() {
+        ctx.publish(
+            shop,
+            EventType::Normal,
+            "Pruned",
+            format!("deleted {}, no longer in the spec", pruned.join(", ")),
         )
         .await;
     }
@@ -387,6 +402,78 @@ where
     )
     .await
     .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))
+}
+
+/// Deletes the objects the spec no longer needs ([`desired::obsolete`]), only those this shop
+/// controls (an object of the same name made by someone else is left alone). Returns what was
+/// deleted, as `Kind/name`.
+async fn prune(shop: &Shop, client: &Client, namespace: &str) -> Result<Vec<String>, Error> {
+    let mut deleted = Vec::new();
+    for obsolete in desired::obsolete(shop) {
+        let done = match obsolete.kind {
+            ObsoleteKind::Service => {
+                delete_owned::<Service>(shop, client, namespace, &obsolete.name).await?
+            }
+            ObsoleteKind::StatefulSet => {
+                delete_owned::<StatefulSet>(shop, client, namespace, &obsolete.name).await?
+            }
+            ObsoleteKind::Ingress => {
+                delete_owned::<Ingress>(shop, client, namespace, &obsolete.name).await?
+            }
+        };
+        if done {
+            info!(kind = obsolete.kind.as_str(), name = %obsolete.name, "deleted, no longer in the spec");
+            deleted.push(format!("{}/{}", obsolete.kind.as_str(), obsolete.name));
+        }
+    }
+    Ok(deleted)
+}
+
+async fn delete_owned<K>(
+    shop: &Shop,
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let what = || format!("{} {name}", K::kind(&()));
+    let Some(existing) = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read {}", what())))?
+    else {
+        return Ok(false);
+    };
+    let ours = shop.metadata.uid.is_some()
+        && existing
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == shop.metadata.uid.as_ref());
+    if !ours {
+        return Ok(false);
+    }
+    // The uid precondition: if the object was replaced meanwhile, the new one is not touched.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: existing.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: format!("delete {}", what()),
+            source,
+        }),
+    }
 }
 
 /// Requeues a failed shop after 5 s, doubling per consecutive failure up to 5 minutes.

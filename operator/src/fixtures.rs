@@ -176,18 +176,38 @@ impl ApiServer {
         serde_json::from_value(seen.body).expect("a Secret")
     }
 
+    /// A GET of `kind` `name`, answered with `object` or 404.
+    pub async fn expect_get(&mut self, kind: &str, name: &str, object: Option<Value>) {
+        let (_, send) = self
+            .expect(Method::GET, &format!("{}/{name}", collection(kind)))
+            .await;
+        match object {
+            Some(object) => respond(send, StatusCode::OK, object),
+            None => not_found(send, kind, name),
+        }
+    }
+
+    /// A DELETE of `kind` `name` guarded by the object's uid.
+    pub async fn expect_delete(&mut self, kind: &str, name: &str, uid: &str) {
+        let (seen, send) = self
+            .expect(Method::DELETE, &format!("{}/{name}", collection(kind)))
+            .await;
+        assert_eq!(
+            seen.body["preconditions"]["uid"], uid,
+            "delete of {kind} {name} without the uid precondition"
+        );
+        respond(
+            send,
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+        );
+    }
+
     /// A server-side apply of `kind` `name` with the operator's field manager, forced. The
     /// applied object is echoed back; workloads get a status according to `rollout`.
     pub async fn expect_apply(&mut self, kind: &str, name: &str, rollout: Rollout) -> Value {
-        let collection = match kind {
-            "Service" => "/api/v1/namespaces/default/services",
-            "Deployment" => "/apis/apps/v1/namespaces/default/deployments",
-            "StatefulSet" => "/apis/apps/v1/namespaces/default/statefulsets",
-            "Ingress" => "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
-            other => panic!("no path for {other}"),
-        };
         let (seen, send) = self
-            .expect(Method::PATCH, &format!("{collection}/{name}"))
+            .expect(Method::PATCH, &format!("{}/{name}", collection(kind)))
             .await;
         assert!(
             seen.query.contains("fieldManager=souk-operator") && seen.query.contains("force=true"),
@@ -259,6 +279,16 @@ impl ApiServer {
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                    "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
         );
+    }
+}
+
+fn collection(kind: &str) -> &'static str {
+    match kind {
+        "Service" => "/api/v1/namespaces/default/services",
+        "Deployment" => "/apis/apps/v1/namespaces/default/deployments",
+        "StatefulSet" => "/apis/apps/v1/namespaces/default/statefulsets",
+        "Ingress" => "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
+        other => panic!("no path for {other}"),
     }
 }
 

@@ -14,15 +14,18 @@
 //! |---|---|---|
 //! | `souk.dev` | `shops` | get, list, watch |
 //! | `souk.dev` | `shops/status` | get, patch, update |
-//! | `apps` | `deployments`, `statefulsets` | get, list, watch, create, patch |
-//! | `""` | `services` | get, list, watch, create, patch |
+//! | `apps` | `deployments` | get, list, watch, create, patch |
+//! | `apps` | `statefulsets` | get, list, watch, create, patch, delete |
+//! | `""` | `services` | get, list, watch, create, patch, delete |
 //! | `""` | `secrets` | get, create |
-//! | `networking.k8s.io` | `ingresses` | get, list, watch, create, patch |
+//! | `networking.k8s.io` | `ingresses` | get, list, watch, create, patch, delete |
 //! | `events.k8s.io` | `events` | create, patch |
 //! | `coordination.k8s.io` | `leases` | get, create, update (only with leader election; may be a Role in the lease namespace) |
 //!
-//! No `delete` anywhere: children are removed by the garbage collector through their owner
-//! references when the `Shop` is deleted.
+//! Children are removed by the garbage collector through their owner references when the `Shop`
+//! is deleted. `delete` is needed only to prune what a changed spec no longer needs (the Postgres
+//! StatefulSet and Service of a database switched to external, the same for NATS, an Ingress
+//! removed), and only objects the Shop controls are deleted.
 
 pub mod controller;
 pub mod desired;

@@ -124,6 +124,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let client = Client::try_default().await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API server: {e}"))?;
+    info!(version = %version.git_version, "connected to the API server");
+    // Ready once connected: a standby replica is ready too (it is healthy and waits for the Lease).
     health.set_ready(true);
 
     let result = if args.leader_elect {

@@ -74,6 +74,8 @@ async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
             .expect_apply("Deployment", &format!("demo-{service}"), rollout)
             .await;
     }
+    // No Ingress asked for: one that the shop made earlier would be pruned.
+    server.expect_get("Ingress", "demo-gateway", None).await;
 }
 
 fn condition(status: &ShopStatus, type_: &str) -> (String, String) {
@@ -367,4 +369,104 @@ async fn the_error_policy_backs_off_per_shop_and_resets_on_success() {
     assert_eq!(first, Action::requeue(Duration::from_secs(5)));
     assert_eq!(second, Action::requeue(Duration::from_secs(10)));
     assert_eq!(other, Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_database_switched_to_external_has_its_managed_postgres_pruned() {
+    let shop = Shop::test().with_external_database(Component::Order, "orders-db");
+    let uid = shop.metadata.uid.clone().unwrap_or_default();
+    let owned = |kind: &str, name: &str, object_uid: &str| {
+        serde_json::json!({
+            "apiVersion": if kind == "Service" { "v1" } else { "apps/v1" },
+            "kind": kind,
+            "metadata": {"name": name, "namespace": "default", "uid": object_uid,
+                         "ownerReferences": [{"apiVersion": "souk.dev/v1alpha1", "kind": "Shop",
+                                              "name": "demo", "uid": uid, "controller": true}]},
+        })
+    };
+    let foreign_nats = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "demo-nats", "namespace": "default", "uid": "someone-else"},
+    });
+    let patched = shop.clone().with_external_nats("nats://nats.infra:4222");
+    let shop = patched.clone();
+    let (result, _) = reconcile_with(shop, |mut server| async move {
+        server
+            .expect_get_secret("orders-db", Some(existing_secret("orders-db")))
+            .await;
+        for name in [
+            "demo-jwt",
+            "demo-user-db",
+            "demo-product-db",
+            "demo-cart-db",
+            "demo-payment-db",
+        ] {
+            server
+                .expect_get_secret(name, Some(existing_secret(name)))
+                .await;
+        }
+        for service in ["user", "product", "cart", "payment"] {
+            server
+                .expect_apply("Service", &format!("demo-{service}-db"), Rollout::Ready)
+                .await;
+            server
+                .expect_apply("StatefulSet", &format!("demo-{service}-db"), Rollout::Ready)
+                .await;
+        }
+        for service in ["gateway", "user", "product", "cart", "order", "payment"] {
+            server
+                .expect_apply("Service", &format!("demo-{service}"), Rollout::Ready)
+                .await;
+            server
+                .expect_apply("Deployment", &format!("demo-{service}"), Rollout::Ready)
+                .await;
+        }
+        // The old order database goes, workload first; a NATS Service someone else made stays.
+        server
+            .expect_get(
+                "StatefulSet",
+                "demo-order-db",
+                Some(owned("StatefulSet", "demo-order-db", "sts-1")),
+            )
+            .await;
+        server
+            .expect_delete("StatefulSet", "demo-order-db", "sts-1")
+            .await;
+        server
+            .expect_get(
+                "Service",
+                "demo-order-db",
+                Some(owned("Service", "demo-order-db", "svc-1")),
+            )
+            .await;
+        server
+            .expect_delete("Service", "demo-order-db", "svc-1")
+            .await;
+        server.expect_get("StatefulSet", "demo-nats", None).await;
+        server
+            .expect_get("Service", "demo-nats", Some(foreign_nats))
+            .await;
+        server.expect_get("Ingress", "demo-gateway", None).await;
+        let status = server.expect_status_patch(&patched).await;
+        assert_eq!(status.ready_components.as_deref(), Some("10/10"));
+        let note = server.expect_event("Normal", "Pruned").await;
+        assert_eq!(
+            note,
+            "deleted StatefulSet/demo-order-db, Service/demo-order-db, no longer in the spec"
+        );
+        server.expect_event("Normal", "ShopReady").await;
+        server
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_shop_being_deleted_is_left_to_the_garbage_collector() {
+    let mut shop = Shop::test();
+    shop.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let (result, _) = reconcile_with(shop, |server| async move { server }).await;
+    assert_eq!(result.expect("reconcile"), Action::await_change());
 }

@@ -138,6 +138,66 @@ pub fn desired(shop: &Shop) -> Result<Desired, SpecError> {
     })
 }
 
+/// An object an earlier spec of the shop needed and the current one does not (a database or NATS
+/// that became external, an Ingress no longer asked for). The controller deletes it if the shop
+/// owns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Obsolete {
+    pub kind: ObsoleteKind,
+    pub name: String,
+}
+
+/// The kinds of object that can become obsolete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObsoleteKind {
+    Service,
+    StatefulSet,
+    Ingress,
+}
+
+impl ObsoleteKind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "Service",
+            Self::StatefulSet => "StatefulSet",
+            Self::Ingress => "Ingress",
+        }
+    }
+}
+
+/// The objects the shop may have made before and does not need now, workloads before their
+/// Services. The generated Secrets are never in it: credentials outlive a switch to an external
+/// database and back.
+pub fn obsolete(shop: &Shop) -> Vec<Obsolete> {
+    let mut obsolete = Vec::new();
+    let mut both = |name: String| {
+        obsolete.push(Obsolete {
+            kind: ObsoleteKind::StatefulSet,
+            name: name.clone(),
+        });
+        obsolete.push(Obsolete {
+            kind: ObsoleteKind::Service,
+            name,
+        });
+    };
+    for service in Component::WITH_DATABASE {
+        if let Database::External(_) = shop.spec.databases.resolve(service) {
+            both(names::database(shop, service));
+        }
+    }
+    if let Nats::External(_) = shop.spec.nats.resolve() {
+        both(names::nats(shop));
+    }
+    if shop.spec.gateway.ingress.is_none() {
+        obsolete.push(Obsolete {
+            kind: ObsoleteKind::Ingress,
+            name: names::service(shop, Component::Gateway),
+        });
+    }
+    obsolete
+}
+
 /// Object names, all prefixed by the shop's name.
 pub mod names {
     use super::*;

@@ -510,3 +510,28 @@ fn a_bad_spec_gives_no_objects() {
         })
     );
 }
+
+#[test]
+fn what_the_spec_no_longer_needs_is_obsolete() {
+    let names = |shop: &Shop| -> Vec<String> {
+        obsolete(shop)
+            .into_iter()
+            .map(|o| format!("{}/{}", o.kind.as_str(), o.name))
+            .collect()
+    };
+    assert_eq!(names(&Shop::test()), ["Ingress/demo-gateway"]);
+    assert_eq!(
+        names(
+            &Shop::test()
+                .with_external_database(Component::Order, "orders-db")
+                .with_external_nats("nats://nats:4222")
+                .with_ingress("shop.example.com")
+        ),
+        [
+            "StatefulSet/demo-order-db",
+            "Service/demo-order-db",
+            "StatefulSet/demo-nats",
+            "Service/demo-nats"
+        ]
+    );
+}
