@@ -76,6 +76,15 @@ impl Shop {
     }
 }
 
+/// Runs a client and its scenario to completion. The scenario keeps the server until the client
+/// is done, so a request it does not expect is never answered: this guard then fails the test
+/// instead of letting it hang.
+pub async fn within<F: std::future::Future>(both: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(10), both)
+        .await
+        .expect("the client made a request the scenario does not expect, or the scenario expects one it never made")
+}
+
 /// How the mocked API server reports workloads it is asked to apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rollout {
@@ -113,7 +122,7 @@ impl ApiServer {
 
     /// Waits for the next request, checks its method and path, and returns it with a way to
     /// answer.
-    async fn expect(
+    pub async fn expect(
         &mut self,
         method: Method,
         path: &str,
@@ -292,7 +301,11 @@ fn collection(kind: &str) -> &'static str {
     }
 }
 
-fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: StatusCode, body: Value) {
+pub fn respond(
+    send: tower_test::mock::SendResponse<Response<Body>>,
+    status: StatusCode,
+    body: Value,
+) {
     let bytes = serde_json::to_vec(&body).expect("JSON");
     send.send_response(
         Response::builder()

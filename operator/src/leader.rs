@@ -206,6 +206,130 @@ mod tests {
         }
     }
 
+    mod against_the_api {
+        use super::*;
+        use crate::fixtures::{ApiServer, respond, within};
+        use http::{Method, StatusCode};
+
+        const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases/souk-operator";
+
+        fn election(client: kube::Client) -> LeaderElection {
+            LeaderElection::new(
+                Api::namespaced(client, "default"),
+                "souk-operator".into(),
+                "pod-a".into(),
+            )
+        }
+
+        fn stored(holder: &str, renewed: Timestamp, transitions: i32) -> serde_json::Value {
+            let mut lease = lease(holder, renewed);
+            lease.metadata.name = Some("souk-operator".into());
+            lease.metadata.resource_version = Some("41".into());
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.lease_transitions = Some(transitions);
+            }
+            serde_json::to_value(lease).expect("lease")
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn an_absent_lease_is_created_with_us_as_holder() {
+            let (client, mut server) = ApiServer::new();
+            let scenario = async move {
+                let (_, send) = server.expect(Method::GET, PATH).await;
+                respond(
+                    send,
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                );
+                let (seen, send) = server
+                    .expect(
+                        Method::POST,
+                        "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+                    )
+                    .await;
+                assert_eq!(seen.body["spec"]["holderIdentity"], "pod-a");
+                assert_eq!(seen.body["spec"]["leaseDurationSeconds"], 15);
+                respond(send, StatusCode::CREATED, seen.body);
+                server
+            };
+            let (decision, _server) = within(futures::future::join(
+                election(client).try_acquire(),
+                scenario,
+            ))
+            .await;
+            assert_eq!(decision.expect("no API error"), Decision::Create);
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+            let (client, mut server) = ApiServer::new();
+            let expired = Timestamp::now() - SignedDuration::from_secs(60);
+            let scenario = async move {
+                let (_, send) = server.expect(Method::GET, PATH).await;
+                respond(send, StatusCode::OK, stored("pod-b", expired, 3));
+                let (seen, send) = server.expect(Method::PUT, PATH).await;
+                assert_eq!(seen.body["metadata"]["resourceVersion"], "41");
+                assert_eq!(seen.body["spec"]["holderIdentity"], "pod-a");
+                assert_eq!(seen.body["spec"]["leaseTransitions"], 4);
+                respond(send, StatusCode::OK, seen.body);
+                server
+            };
+            let (decision, _server) = within(futures::future::join(
+                election(client).try_acquire(),
+                scenario,
+            ))
+            .await;
+            assert_eq!(decision.expect("no API error"), Decision::TakeOver);
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn losing_the_race_for_a_lease_means_waiting() {
+            let (client, mut server) = ApiServer::new();
+            let expired = Timestamp::now() - SignedDuration::from_secs(60);
+            let scenario = async move {
+                let (_, send) = server.expect(Method::GET, PATH).await;
+                respond(send, StatusCode::OK, stored("pod-b", expired, 0));
+                let (_, send) = server.expect(Method::PUT, PATH).await;
+                respond(
+                    send,
+                    StatusCode::CONFLICT,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409}),
+                );
+                server
+            };
+            let (decision, _server) = within(futures::future::join(
+                election(client).try_acquire(),
+                scenario,
+            ))
+            .await;
+            assert!(
+                matches!(decision, Ok(Decision::Wait { .. })),
+                "{decision:?}"
+            );
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn a_lease_held_by_another_is_not_written() {
+            let (client, mut server) = ApiServer::new();
+            let scenario = async move {
+                let (_, send) = server.expect(Method::GET, PATH).await;
+                respond(send, StatusCode::OK, stored("pod-b", Timestamp::now(), 0));
+                server
+            };
+            let (decision, _server) = within(futures::future::join(
+                election(client).try_acquire(),
+                scenario,
+            ))
+            .await;
+            assert_eq!(
+                decision.expect("no API error"),
+                Decision::Wait {
+                    holder: "pod-b".into()
+                }
+            );
+        }
+    }
+
     #[test]
     fn a_missing_lease_is_created() {
         assert_eq!(decide(None, "a", Timestamp::now()), Decision::Create);

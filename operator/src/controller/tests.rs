@@ -8,14 +8,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 
 use super::{Context, Error, RESYNC_MISSING_SECRET, RESYNC_PROGRESSING, RESYNC_READY, reconcile};
-use crate::fixtures::{ApiServer, Rollout};
+use crate::fixtures::{ApiServer, Rollout, within};
 use crate::metrics::Metrics;
 use crate::shop::{Component, Shop, ShopStatus};
 use crate::status::{DEGRADED, PROGRESSING, READY};
 
-/// Runs one reconcile of `shop` against `scenario`. The scenario keeps the server until the
-/// reconcile has returned, so a request it does not expect is never answered and the guard
-/// below fails the test instead of hanging it.
+/// Runs one reconcile of `shop` against `scenario` (see [`within`] for how an unexpected
+/// request fails the test).
 async fn reconcile_with<F, Fut>(shop: Shop, scenario: F) -> (Result<Action, Error>, Arc<Metrics>)
 where
     F: FnOnce(ApiServer) -> Fut,
@@ -25,9 +24,7 @@ where
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context::new(client, metrics.clone(), None));
     let both = futures::future::join(reconcile(Arc::new(shop), ctx), scenario(server));
-    let (result, _server) = tokio::time::timeout(Duration::from_secs(10), both)
-        .await
-        .expect("the reconciler made a request the scenario does not expect, or the scenario expects one it never made");
+    let (result, _server) = within(both).await;
     (result, metrics)
 }
 
