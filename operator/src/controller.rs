@@ -33,7 +33,7 @@ use crate::desired::{self, Child, Desired, MANAGER, ObsoleteKind, secrets};
 use crate::metrics::Metrics;
 use crate::shop::{Shop, ShopStatus};
 use crate::status;
-use crate::validate::{RequiredSecret, SpecError, required_secrets};
+use crate::validate::{RequiredSecret, SpecError, describe_keys, required_secrets};
 
 /// How often a ready shop is looked at again when nothing changes.
 const RESYNC_READY: Duration = Duration::from_secs(300);
@@ -304,7 +304,7 @@ async fn check_secret(
             name: required.name.clone(),
             namespace: namespace.to_owned(),
             field: required.field.clone(),
-            key: required.keys.join("\" and \""),
+            keys: describe_keys(&required.keys),
             hint: required.hint,
         }));
     };

@@ -58,13 +58,14 @@ pub enum SpecError {
     EmptyAdminSecretName,
 
     #[error(
-        "Secret {name} ({field}) was not found in namespace {namespace}; create it with key {key:?}{hint}"
+        "Secret {name} ({field}) was not found in namespace {namespace}; create it with {keys}{hint}"
     )]
     MissingSecret {
         name: String,
         namespace: String,
         field: String,
-        key: String,
+        /// The keys it needs, ready to read: `key "url"`, `keys "email" and "password"`.
+        keys: String,
         hint: &'static str,
     },
 
@@ -216,6 +217,16 @@ pub fn required_secrets(shop: &Shop) -> Vec<RequiredSecret> {
     required
 }
 
+/// `key "url"` or `keys "email" and "password"`.
+pub fn describe_keys(keys: &[String]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    match quoted.as_slice() {
+        [one] => format!("key {one}"),
+        [init @ .., last] => format!("keys {} and {last}", init.join(", ")),
+        [] => "its keys".to_owned(),
+    }
+}
+
 fn names(components: &[Component]) -> String {
     components
         .iter()
@@ -332,5 +343,10 @@ mod tests {
         assert_eq!(names, ["orders-db", "demo-admin"]);
         assert_eq!(required[0].keys, ["url"]);
         assert_eq!(required[1].keys, ["email", "password"]);
+        assert_eq!(
+            describe_keys(&required[1].keys),
+            r#"keys "email" and "password""#
+        );
+        assert_eq!(describe_keys(&required[0].keys), r#"key "url""#);
     }
 }

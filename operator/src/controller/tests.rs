@@ -467,3 +467,29 @@ async fn a_shop_being_deleted_is_left_to_the_garbage_collector() {
     let (result, _) = reconcile_with(shop, |server| async move { server }).await;
     assert_eq!(result.expect("reconcile"), Action::await_change());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_admin_secret_without_a_password_is_degraded_and_nothing_is_applied() {
+    let shop = Shop::test().with_admin_secret("demo-admin");
+    let patched = shop.clone();
+    let mut admin = Secret::default();
+    admin.metadata.name = Some("demo-admin".into());
+    admin.string_data = Some([("email".to_owned(), "admin@example.com".to_owned())].into());
+    let (result, _) = reconcile_with(shop, |mut server| async move {
+        server.expect_get_secret("demo-admin", Some(admin)).await;
+        let status = server.expect_status_patch(&patched).await;
+        let degraded = status.condition(DEGRADED).expect("Degraded");
+        assert_eq!(degraded.reason, "SecretKeyMissing");
+        assert_eq!(
+            degraded.message,
+            "Secret demo-admin (spec.adminSecretName) has no key \"password\"; add it (the administrator's e-mail and password)"
+        );
+        server.expect_event("Warning", "SecretKeyMissing").await;
+        server
+    })
+    .await;
+    assert_eq!(
+        result.expect("reconcile"),
+        Action::requeue(RESYNC_MISSING_SECRET)
+    );
+}
