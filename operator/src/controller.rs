@@ -176,7 +176,8 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
 
     let observation = status::observe(shop, &namespace, &applied);
     let new_status = status::applied(shop, observation, shop.status.as_ref(), Timestamp::now());
-    let became_ready = is_ready(Some(&new_status)) && !is_ready(shop.status.as_ref());
+    let ready = is_ready(Some(&new_status));
+    let became_ready = ready && !is_ready(shop.status.as_ref());
     patch_status_if_changed(shop, ctx, &namespace, new_status).await?;
 
     if !generated.is_empty() {
@@ -207,13 +208,11 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    Ok(Action::requeue(
-        if became_ready || is_ready(shop.status.as_ref()) {
-            RESYNC_READY
-        } else {
-            RESYNC_PROGRESSING
-        },
-    ))
+    Ok(Action::requeue(if ready {
+        RESYNC_READY
+    } else {
+        RESYNC_PROGRESSING
+    }))
 }
 
 fn is_ready(status: Option<&ShopStatus>) -> bool {

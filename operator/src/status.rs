@@ -250,7 +250,7 @@ pub fn failed(
             (
                 false,
                 reason,
-                "the operator stopped applying this shop until the problem is fixed".to_owned(),
+                "the operator cannot apply this generation; see the Degraded condition".to_owned(),
             ),
             generation,
             now,
