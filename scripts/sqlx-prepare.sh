@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export PGOPTIONS="-c client_min_messages=warning"
 server=${SOUK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 base=${server%/*}
 check=false
@@ -19,11 +20,14 @@ only=" $* "
 status=0
 for dir in services/*/; do
   svc=$(basename "$dir")
-  compgen -G "${dir}migrations/*.sql" >/dev/null || continue
+  # The relayer works on the outbox table, whose reference schema lives in shared.
+  migrations=${dir}migrations
+  [[ $svc == relayer ]] && migrations=services/shared/migrations
+  compgen -G "$migrations/*.sql" >/dev/null || continue
   [[ $only == "  " || $only == *" $svc "* ]] || continue
   db="sqlx_prepare_${svc}_$$"
   psql -q "$server" -c "drop database if exists $db" -c "create database $db" >/dev/null
-  for migration in "$dir"migrations/*.sql; do
+  for migration in "$migrations"/*.sql; do
     psql -q -v ON_ERROR_STOP=1 -1 "$base/$db" -f "$migration" >/dev/null
   done
   out=$(mktemp -d)

@@ -1,1 +1,254 @@
-//! The outbox relayer (being built).
+//! The outbox relayer: drains one service's `outbox_events` table into JetStream.
+//!
+//! Rows are claimed in commit-sequence order by the one active relayer of the outbox (a
+//! PostgreSQL advisory lock, held by a dedicated connection: when the relayer dies, its
+//! connection closes and a standby takes over). A batch is published pipelined, every message
+//! with `Nats-Msg-Id` = event id, then the acknowledged rows are deleted. A relayer that dies
+//! between publishing and deleting publishes the same rows again; the stream's duplicate window
+//! drops them, and the consumers' inboxes would absorb any that got through.
+
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishAckFuture;
+use futures::future::join_all;
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+use souk_shared::{Shutdown, bus::Bus, bus::backoff};
+use sqlx::{PgConnection, PgPool, pool::PoolConnection};
+
+/// The advisory lock key of "the relayer of this database's outbox".
+const LOCK_KEY: i64 = 0x736f_756b_6f75_7462; // "soukoutb"
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Rows per batch; a full batch is followed at once by the next.
+    pub batch_size: i64,
+    /// How long an idle relayer waits before looking again.
+    pub poll_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            poll_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// The relayer's figures, registered in the process's metrics registry.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    backlog: Gauge,
+    oldest_age_ms: Gauge,
+    published: Counter,
+    failures: Counter,
+    leader: Gauge,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "outbox_backlog",
+            "Events waiting in the outbox",
+            self.backlog.clone(),
+        );
+        registry.register(
+            "outbox_oldest_age_milliseconds",
+            "Age of the oldest event waiting in the outbox",
+            self.oldest_age_ms.clone(),
+        );
+        registry.register(
+            "outbox_published",
+            "Events published and acknowledged by the stream",
+            self.published.clone(),
+        );
+        registry.register(
+            "outbox_publish_failures",
+            "Failed publish or delete attempts",
+            self.failures.clone(),
+        );
+        registry.register(
+            "outbox_leader",
+            "1 while this relayer holds the outbox lock",
+            self.leader.clone(),
+        );
+    }
+}
+
+#[derive(Debug)]
+pub struct Relayer {
+    pool: PgPool,
+    bus: Bus,
+    settings: Settings,
+    metrics: Metrics,
+    name: String,
+}
+
+struct Row {
+    seq: i64,
+    id: uuid::Uuid,
+    subject: String,
+    payload: Vec<u8>,
+}
+
+impl Relayer {
+    /// A relayer of the outbox in `pool`'s database; `name` (the service) is for the logs.
+    pub fn new(name: &str, pool: PgPool, bus: Bus, settings: Settings, metrics: Metrics) -> Self {
+        Self {
+            pool,
+            bus,
+            settings,
+            metrics,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Relays until `shutdown`: waits to become the active relayer, then drains; after any
+    /// failure (database or NATS down) it backs off and starts over.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut attempt = 0;
+        while !shutdown.is_triggered() {
+            match self.lead(&shutdown).await {
+                Ok(()) => attempt = 0,
+                Err(err) => {
+                    self.metrics.failures.inc();
+                    attempt += 1;
+                    tracing::warn!(outbox = %self.name, error = %err, "relayer interrupted, retrying");
+                }
+            }
+            self.metrics.leader.set(0);
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = tokio::time::sleep(backoff(attempt).max(self.settings.poll_interval)) => {}
+            }
+        }
+    }
+
+    /// Takes the lock if free and drains until shutdown; returns `Ok` at once as a standby.
+    async fn lead(&self, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let leader: bool =
+            sqlx::query_scalar!("select pg_try_advisory_lock($1) as \"locked!\"", LOCK_KEY)
+                .fetch_one(&mut *conn)
+                .await?;
+        if !leader {
+            return Ok(());
+        }
+        tracing::info!(outbox = %self.name, "relaying the outbox");
+        self.metrics.leader.set(1);
+        let result = self.drain(&mut conn, shutdown).await;
+        // Unlock explicitly; if the connection is broken, closing it releases the lock too.
+        let unlocked =
+            sqlx::query_scalar!("select pg_advisory_unlock($1) as \"unlocked!\"", LOCK_KEY)
+                .fetch_one(&mut *conn)
+                .await;
+        if unlocked.is_err() {
+            conn.close_on_drop();
+        }
+        result
+    }
+
+    async fn drain(
+        &self,
+        conn: &mut PoolConnection<sqlx::Postgres>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        self.bus.ensure_stream().await?;
+        let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(1);
+        loop {
+            if last_stats.elapsed() >= Duration::from_millis(500) {
+                self.record_backlog(conn).await?;
+                last_stats = tokio::time::Instant::now();
+            }
+            let relayed = self.relay_batch(conn).await?;
+            if relayed < self.settings.batch_size {
+                tokio::select! {
+                    () = shutdown.wait() => return Ok(()),
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                }
+            } else if shutdown.is_triggered() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes one batch and deletes what the stream acknowledged. Returns the batch size.
+    pub async fn relay_batch(&self, conn: &mut PgConnection) -> anyhow::Result<i64> {
+        let rows = sqlx::query_as!(
+            Row,
+            "select seq, id, subject, payload from outbox_events order by seq limit $1",
+            self.settings.batch_size
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        let acked = self.publish(&rows).await;
+        let failed = rows.len() - acked.len();
+        if !acked.is_empty() {
+            sqlx::query!("delete from outbox_events where seq = any($1)", &acked)
+                .execute(&mut *conn)
+                .await?;
+            self.metrics.published.inc_by(acked.len() as u64);
+        }
+        if failed > 0 {
+            anyhow::bail!(
+                "{failed} of {} events not acknowledged by the stream",
+                rows.len()
+            );
+        }
+        Ok(count)
+    }
+
+    /// Sends every row, then waits for all the acknowledgements: one round trip per batch.
+    /// Returns the sequence numbers of the rows the stream acknowledged (duplicates included).
+    async fn publish(&self, rows: &[Row]) -> Vec<i64> {
+        let mut pending: Vec<(i64, PublishAckFuture)> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let message = async_nats::jetstream::message::PublishMessage::build()
+                .message_id(row.id.to_string())
+                .payload(row.payload.clone().into());
+            match self
+                .bus
+                .jetstream()
+                .send_publish(row.subject.clone(), message)
+                .await
+            {
+                Ok(ack) => pending.push((row.seq, ack)),
+                Err(err) => {
+                    tracing::warn!(outbox = %self.name, error = %err, "publish failed");
+                    break;
+                }
+            }
+        }
+        let (seqs, acks): (Vec<i64>, Vec<PublishAckFuture>) = pending.into_iter().unzip();
+        let results = join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await;
+        seqs.into_iter()
+            .zip(results)
+            .filter_map(|(seq, result)| match result {
+                Ok(_) => Some(seq),
+                Err(err) => {
+                    tracing::warn!(outbox = %self.name, error = %err, "publish not acknowledged");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    async fn record_backlog(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let stats = sqlx::query!(
+            r#"select count(*) as "backlog!", coalesce(extract(epoch from now() - min(created_at)) * 1000, 0)::bigint as "oldest_ms!"
+               from outbox_events"#
+        )
+        .fetch_one(conn)
+        .await?;
+        self.metrics.backlog.set(stats.backlog);
+        self.metrics.oldest_age_ms.set(stats.oldest_ms);
+        Ok(())
+    }
+}

@@ -46,6 +46,7 @@ pub async fn serve(
         }
     };
     let result = Server::builder()
+        .layer(crate::trace::ServerLayer)
         .add_routes(service.routes)
         .add_service(health)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)

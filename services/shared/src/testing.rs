@@ -166,9 +166,11 @@ impl TcpProxy {
     /// Listens again on the same address.
     pub async fn restore(&self) {
         self.open.send_replace(true);
-        let listener = eventually("the proxy port to be free again", Duration::from_secs(10), || async {
-            TcpListener::bind(self.addr).await.ok()
-        })
+        let listener = eventually(
+            "the proxy port to be free again",
+            Duration::from_secs(10),
+            || async { TcpListener::bind(self.addr).await.ok() },
+        )
         .await;
         self.accept(listener);
     }
@@ -192,4 +194,56 @@ pub fn postgres_addr() -> std::net::SocketAddr {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5432)))
+}
+
+/// The NATS server tests use (`SOUK_TEST_NATS_URL`, or the local one).
+pub fn nats_url() -> String {
+    std::env::var("SOUK_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The local NATS server's address, for a `TcpProxy` in front of it.
+pub fn nats_addr() -> std::net::SocketAddr {
+    let url = nats_url();
+    let host_port = url
+        .trim_start_matches("nats://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:4222");
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 4222)))
+}
+
+/// A shop name no other test uses: its stream and subjects are the test's own.
+pub fn unique_shop() -> crate::config::ShopName {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+        .parse()
+        .expect("valid shop name")
+}
+
+/// Deletes a shop's stream, best effort, from a thread of its own (callable from `Drop`).
+pub fn delete_stream(shop: &crate::config::ShopName) {
+    let stream = crate::events::stream_name(shop);
+    let joined = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let connect = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(nats_url());
+            if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
+                let jetstream = async_nats::jetstream::new(client);
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(3), jetstream.delete_stream(stream))
+                        .await;
+            }
+        });
+    })
+    .join();
+    drop(joined);
 }
