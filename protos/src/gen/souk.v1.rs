@@ -2962,6 +2962,8 @@ pub enum PaymentStatus {
     Captured = 1,
     Declined = 2,
     Refunded = 3,
+    /// Refunded before any charge: a later charge for the order is refused.
+    Voided = 4,
 }
 impl PaymentStatus {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2974,6 +2976,7 @@ impl PaymentStatus {
             Self::Captured => "PAYMENT_STATUS_CAPTURED",
             Self::Declined => "PAYMENT_STATUS_DECLINED",
             Self::Refunded => "PAYMENT_STATUS_REFUNDED",
+            Self::Voided => "PAYMENT_STATUS_VOIDED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2983,6 +2986,7 @@ impl PaymentStatus {
             "PAYMENT_STATUS_CAPTURED" => Some(Self::Captured),
             "PAYMENT_STATUS_DECLINED" => Some(Self::Declined),
             "PAYMENT_STATUS_REFUNDED" => Some(Self::Refunded),
+            "PAYMENT_STATUS_VOIDED" => Some(Self::Voided),
             _ => None,
         }
     }

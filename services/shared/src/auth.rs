@@ -34,6 +34,14 @@ impl Caller {
         }
     }
 
+    pub fn require_service(&self) -> Result<(), Error> {
+        if self.role == Role::Service {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied("only Souk services may call this".into()))
+        }
+    }
+
     /// A request carrying this caller's token, for a call made on its behalf.
     pub fn request<T>(&self, message: T) -> Request<T> {
         with_token(message, &self.token)

@@ -18,6 +18,9 @@ pub const AUDIENCE: &str = "souk-api";
 pub enum Role {
     Customer,
     Admin,
+    /// Another Souk service acting on its own (the order service charging a payment); such
+    /// tokens are short-lived and never handed to clients.
+    Service,
 }
 
 impl Role {
@@ -25,6 +28,7 @@ impl Role {
         match self {
             Self::Customer => "customer",
             Self::Admin => "admin",
+            Self::Service => "service",
         }
     }
 }
@@ -35,6 +39,7 @@ impl std::str::FromStr for Role {
         match s {
             "customer" => Ok(Self::Customer),
             "admin" => Ok(Self::Admin),
+            "service" => Ok(Self::Service),
             other => Err(format!("unknown role {other:?}")),
         }
     }
