@@ -111,7 +111,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("SOUK_OPERATOR_HTTP_ADDR {}: {e}", args.http_addr))?;
-    info!(addr = %args.http_addr, "serving /healthz, /readyz and /metrics");
+    let bound = listener.local_addr()?;
+    info!(addr = %bound, "serving /healthz, /readyz and /metrics");
     let server = tokio::spawn(souk_operator::http::serve(
         listener,
         health.clone(),
@@ -123,7 +124,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let client = Client::try_default().await?;
+    let client = Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot configure a Kubernetes client (in-cluster or KUBECONFIG): {e}")
+    })?;
     let version = client
         .apiserver_version()
         .await
