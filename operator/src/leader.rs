@@ -129,6 +129,32 @@ impl LeaderElection {
         }
     }
 
+    /// Gives the Lease up (on shutdown), so a standby takes over at once instead of waiting for
+    /// it to expire. Errors are logged: the Lease expires anyway.
+    pub async fn release(&self) {
+        let result = async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+                return Ok(());
+            };
+            let Some(spec) = lease.spec.as_mut() else {
+                return Ok(());
+            };
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return Ok(());
+            }
+            spec.holder_identity = None;
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        match result {
+            Ok(()) => info!(lease = %self.name, "released the Lease"),
+            Err(error) => warn!(%error, lease = %self.name, "could not release the Lease"),
+        }
+    }
+
     /// One round: read the Lease, and create, renew or take it over when [`decide`] says so.
     /// Returns the decision that was carried out (`Wait` when we do not hold it).
     async fn try_acquire(&self) -> Result<Decision, kube::Error> {
@@ -306,6 +332,25 @@ mod tests {
                 matches!(decision, Ok(Decision::Wait { .. })),
                 "{decision:?}"
             );
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn releasing_clears_the_holder() {
+            let (client, mut server) = ApiServer::new();
+            let scenario = async move {
+                let (_, send) = server.expect(Method::GET, PATH).await;
+                respond(send, StatusCode::OK, stored("pod-a", Timestamp::now(), 0));
+                let (seen, send) = server.expect(Method::PUT, PATH).await;
+                assert!(
+                    seen.body["spec"].get("holderIdentity").is_none(),
+                    "{}",
+                    seen.body
+                );
+                assert_eq!(seen.body["metadata"]["resourceVersion"], "41");
+                respond(send, StatusCode::OK, seen.body);
+                server
+            };
+            within(futures::future::join(election(client).release(), scenario)).await;
         }
 
         #[tokio::test(flavor = "current_thread")]

@@ -154,10 +154,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = election.acquire() => {}
             () = stopped() => return finish(server).await,
         }
-        tokio::select! {
+        let result = tokio::select! {
             result = souk_operator::controller::run(client, metrics, args.pod_name, stopped()) => result,
             () = election.keep() => Err(anyhow::anyhow!("lost the leader Lease; exiting so a new leader takes over")),
-        }
+        };
+        election.release().await;
+        result
     } else {
         souk_operator::controller::run(client, metrics, args.pod_name, stopped()).await
     };
