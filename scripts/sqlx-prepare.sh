@@ -31,6 +31,9 @@ for dir in services/*/; do
     psql -q -v ON_ERROR_STOP=1 -1 "$base/$db" -f "$migration" >/dev/null
   done
   out=$(mktemp -d)
+  # Dependencies first, from their own committed data, so that only this crate goes online
+  # below (the crate itself may fail here: its data is what we are making).
+  SQLX_OFFLINE=true cargo check -q -p "souk-$svc" --lib >/dev/null 2>&1 || true
   # Touch the crate so its query macros run again, online, writing their data to $out.
   touch "$dir"src/lib.rs
   DATABASE_URL="$base/$db" SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" \
