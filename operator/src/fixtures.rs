@@ -16,8 +16,6 @@ impl Shop {
     /// A stored shop `demo` in namespace `default`, generation 1, every default.
     pub fn test() -> Self {
         let mut shop = Shop::new("demo", ShopSpec::default());
-        shop.spec.token_ttl_seconds = 3600;
-        shop.spec.payment_decline_above_cents = 1_000_000;
         shop.metadata.namespace = Some("default".into());
         shop.metadata.uid = Some("6a1c7e2e-5b9a-4d7e-9a43-6f2b1f1d0c11".into());
         shop.metadata.generation = Some(1);

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "souk.dev";
 
 /// A whole shop: the gateway, five services, their databases, NATS, and the keys that bind them.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[allow(
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) of the kube derive has its own type_; clippy sees repeats"
@@ -95,6 +95,22 @@ pub struct ShopSpec {
     #[serde(default = "default_payment_decline_above_cents")]
     #[schemars(range(min = 0))]
     pub payment_decline_above_cents: i64,
+}
+
+impl Default for ShopSpec {
+    /// The spec of `spec: {}`, every default applied.
+    fn default() -> Self {
+        Self {
+            image: ImageSpec::default(),
+            services: ServicesSpec::default(),
+            databases: DatabasesSpec::default(),
+            nats: NatsSpec::default(),
+            gateway: GatewaySpec::default(),
+            admin_secret_name: None,
+            token_ttl_seconds: default_token_ttl_seconds(),
+            payment_decline_above_cents: default_payment_decline_above_cents(),
+        }
+    }
 }
 
 fn default_token_ttl_seconds() -> i64 {
@@ -683,6 +699,11 @@ mod tests {
         }
         assert!(matches!(spec.nats.resolve(), Nats::Managed(_)));
         assert_eq!(spec.gateway.service_type, ServiceType::ClusterIP);
+        assert_eq!(
+            spec,
+            ShopSpec::default(),
+            "Default agrees with the serde defaults"
+        );
     }
 
     #[test]
