@@ -1,1 +1,130 @@
-//! The order service (being built).
+//! The order service: orders, and the checkout saga it orchestrates (`saga.rs`).
+//!
+//! `serve` runs three things until shutdown: the gRPC API, the consumer of the product
+//! service's stock events, and the sweep that times out stalled sagas. Its events leave through
+//! its outbox, drained by a relayer (`souk relay order`, or inside `souk up`).
+
+mod grpc;
+mod saga;
+mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use souk_protos::v1::{
+    cart_service_client::CartServiceClient, payment_service_client::PaymentServiceClient,
+    product_service_client::ProductServiceClient,
+};
+use souk_shared::{
+    Shutdown,
+    bus::Bus,
+    consumer::{self, ConsumerConfig, ConsumerMetrics},
+    db::{self, DatabaseLocation},
+    grpc::{GrpcService, channel},
+    jwt::{Signer, Verifier},
+};
+use tokio::net::TcpListener;
+
+pub use saga::SagaMetrics;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The default saga deadline (`SOUK_SAGA_TIMEOUT`).
+pub const DEFAULT_SAGA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the services the order service calls are.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    pub cart: String,
+    pub product: String,
+    pub payment: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseLocation,
+    pub bus: Bus,
+    pub verifier: Verifier,
+    /// Signs the service tokens of the payment calls the saga makes on its own.
+    pub signer: Signer,
+    pub peers: Peers,
+    pub saga_timeout: Duration,
+    /// Redeliveries of a failing event before it is dead-lettered.
+    pub max_deliver: i64,
+    pub saga_metrics: SagaMetrics,
+    pub consumer_metrics: ConsumerMetrics,
+}
+
+#[derive(Debug)]
+pub struct OrderService {
+    state: Arc<grpc::State>,
+    bus: Bus,
+    max_deliver: i64,
+    consumer_metrics: ConsumerMetrics,
+}
+
+impl OrderService {
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let pool = db::connect(&settings.database, &MIGRATOR).await?;
+        let saga = Arc::new(saga::Saga {
+            shop: settings.bus.shop().clone(),
+            payment: PaymentServiceClient::new(channel(
+                "SOUK_PAYMENT_URL",
+                &settings.peers.payment,
+            )?),
+            signer: settings.signer,
+            metrics: settings.saga_metrics,
+        });
+        Ok(Self {
+            state: Arc::new(grpc::State {
+                store: store::Store::new(pool),
+                saga,
+                verifier: settings.verifier,
+                cart: CartServiceClient::new(channel("SOUK_CART_URL", &settings.peers.cart)?),
+                product: ProductServiceClient::new(channel(
+                    "SOUK_PRODUCT_URL",
+                    &settings.peers.product,
+                )?),
+                saga_timeout: settings.saga_timeout,
+            }),
+            bus: settings.bus,
+            max_deliver: settings.max_deliver,
+            consumer_metrics: settings.consumer_metrics,
+        })
+    }
+
+    /// The order database, for the relayer of its outbox.
+    pub fn pool(&self) -> &sqlx::PgPool {
+        self.state.store.pool()
+    }
+
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        let pool = self.state.store.pool().clone();
+        let consumer = tokio::spawn(consumer::run(
+            self.bus.clone(),
+            pool.clone(),
+            ConsumerConfig {
+                name: "order",
+                events: saga::EVENTS,
+                max_deliver: self.max_deliver,
+            },
+            self.state.saga.clone(),
+            self.consumer_metrics.clone(),
+            shutdown.clone(),
+        ));
+        let sweeper = tokio::spawn(saga::time_out_sagas(
+            self.state.saga.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        ));
+        let service = GrpcService {
+            name: grpc::SERVICE_NAME,
+            database: Some(pool),
+            routes: tonic::service::Routes::new(grpc::server(self.state)),
+        };
+        let served = souk_shared::grpc::serve(service, listener, shutdown).await;
+        // The server returns on shutdown; let the consumer finish the message in hand.
+        let _ = consumer.await;
+        let _ = sweeper.await;
+        served
+    }
+}

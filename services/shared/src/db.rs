@@ -67,6 +67,20 @@ pub async fn connect(location: &DatabaseLocation, migrator: &Migrator) -> anyhow
     Ok(pool)
 }
 
+/// A pool on a database another component migrates (the relayer on its service's outbox):
+/// connected lazily, no migrations. Queries fail until the database is there.
+pub fn pool_without_migrations(location: &DatabaseLocation) -> anyhow::Result<PgPool> {
+    let options = match location {
+        DatabaseLocation::Own(url) => parse(url)?,
+        DatabaseLocation::OnServer { server, database } => parse(server)?.database(database),
+    };
+    Ok(PgPoolOptions::new()
+        .max_connections(4)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options))
+}
+
 fn parse(url: &Secret<String>) -> anyhow::Result<PgConnectOptions> {
     url.expose()
         .parse::<PgConnectOptions>()

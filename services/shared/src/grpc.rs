@@ -94,3 +94,15 @@ async fn watch_database(
         }
     }
 }
+
+/// A channel to another service at `url` (`http://host:port`), connected lazily and reconnected
+/// by itself, so that the caller starts and stays up while the other service is down. Calls
+/// carry the trace context. `setting` names the configuration for error messages.
+pub fn channel(setting: &str, url: &str) -> anyhow::Result<crate::trace::TracedChannel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|err| anyhow::anyhow!("{setting}: invalid URL {url:?}: {err}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    Ok(crate::trace::traced(endpoint.connect_lazy()))
+}
