@@ -227,7 +227,7 @@ fn service_env(shop: &Shop, service: Component) -> Vec<EnvVar> {
         "SOUK_JWT_PUBLIC_KEY_FILE",
         &format!("{JWT_DIR}/public.pem"),
     ));
-    if service == Component::User {
+    if signs_tokens(service) {
         vars.push(env(
             "SOUK_JWT_PRIVATE_KEY_FILE",
             &format!("{JWT_DIR}/private.pem"),
@@ -281,7 +281,13 @@ fn merge_env(mut base: Vec<EnvVar>, extra: &[EnvVar]) -> Vec<EnvVar> {
     base
 }
 
-/// The JWT key pair, read-only; only the user service (which signs) sees the private key.
+/// Whether a service signs tokens: the user service its users' access tokens, the order
+/// service the short-lived service tokens of the payments its saga makes.
+fn signs_tokens(service: Component) -> bool {
+    matches!(service, Component::User | Component::Order)
+}
+
+/// The JWT key pair, read-only; only the services that sign see the private key.
 fn jwt_volume(shop: &Shop, service: Component) -> Volume {
     let item = |key: &str| KeyToPath {
         key: key.to_owned(),
@@ -289,7 +295,7 @@ fn jwt_volume(shop: &Shop, service: Component) -> Volume {
         mode: None,
     };
     let mut items = vec![item("public.pem")];
-    if service == Component::User {
+    if signs_tokens(service) {
         items.push(item("private.pem"));
     }
     Volume {

@@ -257,8 +257,8 @@ fn services_get_the_container_contract() {
         );
         assert_eq!(
             value(main, "SOUK_JWT_PRIVATE_KEY_FILE").is_some(),
-            service == Component::User,
-            "only the user service signs"
+            matches!(service, Component::User | Component::Order),
+            "only the user and order services sign"
         );
     }
 }
