@@ -5,16 +5,21 @@
 //! public; writes need role `admin`, checked here from the caller's forwarded token.
 //!
 //! `domain` validates what clients send, `store` owns the tables (every write one statement),
-//! `grpc` adapts the two to the contract in `protos/souk/v1/product.proto`.
+//! `grpc` adapts the two to the contract in `protos/souk/v1/product.proto`. With an event bus
+//! (`with_events`), `reservations` also takes and gives back stock for the checkout saga, and
+//! its answers leave through the outbox.
 
 mod domain;
 mod grpc;
+mod reservations;
 mod store;
 
 use std::sync::Arc;
 
 use souk_shared::{
     Shutdown,
+    bus::Bus,
+    consumer::{self, ConsumerConfig, ConsumerMetrics},
     db::{self, DatabaseLocation},
     grpc::GrpcService,
     jwt::Verifier,
@@ -35,6 +40,15 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct ProductService {
     state: Arc<grpc::State>,
+    events: Option<Events>,
+}
+
+/// The checkout's side of the product service: its consumer of order events.
+#[derive(Debug)]
+struct Events {
+    bus: Bus,
+    max_deliver: i64,
+    metrics: ConsumerMetrics,
 }
 
 impl ProductService {
@@ -45,16 +59,56 @@ impl ProductService {
                 store: store::Store::new(pool),
                 verifier: settings.verifier,
             }),
+            events: None,
         })
+    }
+
+    /// Takes part in the checkout saga: reserves and releases stock on the order events of
+    /// `bus`, dead-lettering an event after `max_deliver` failed attempts.
+    pub fn with_events(mut self, bus: Bus, max_deliver: i64, metrics: ConsumerMetrics) -> Self {
+        self.events = Some(Events {
+            bus,
+            max_deliver,
+            metrics,
+        });
+        self
+    }
+
+    /// The product database, for the relayer of its outbox.
+    pub fn pool(&self) -> &sqlx::PgPool {
+        self.state.store.pool()
     }
 
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let database = self.state.store.pool().clone();
+        let consumer = self.events.map(|events| {
+            let handler = Arc::new(reservations::Reservations {
+                shop: events.bus.shop().clone(),
+            });
+            let config = ConsumerConfig {
+                name: "product",
+                events: reservations::EVENTS,
+                max_deliver: events.max_deliver,
+            };
+            tokio::spawn(consumer::run(
+                events.bus,
+                database.clone(),
+                config,
+                handler,
+                events.metrics,
+                shutdown.clone(),
+            ))
+        });
         let service = GrpcService {
             name: grpc::SERVICE_NAME,
             routes: tonic::service::Routes::new(grpc::server(self.state)),
             database: Some(database),
         };
-        souk_shared::grpc::serve(service, listener, shutdown).await
+        let served = souk_shared::grpc::serve(service, listener, shutdown).await;
+        if let Some(consumer) = consumer {
+            // The server returns on shutdown; let the consumer finish the message in hand.
+            let _ = consumer.await;
+        }
+        served
     }
 }

@@ -1,0 +1,226 @@
+//! Stock reservations for the checkout saga, driven by the order service's events.
+//!
+//! `order.created`: in one transaction (the consumer's, with the inbox insert), take every
+//! line's stock with a conditional `update ... where stock >= quantity`, all or nothing, and
+//! answer `stock.reserved` or `stock.rejected` through the outbox. `order.cancelled`: give back
+//! what the order holds, once. The `reservations` row per order makes both idempotent and
+//! order-independent: a cancellation that overtakes its order.created leaves a tombstone.
+
+use std::collections::BTreeMap;
+
+use souk_protos::v1::{OrderCancelled, OrderCreated, StockRejected, StockReserved};
+use souk_shared::{
+    config::ShopName,
+    consumer::{HandleError, HandleResult, Handler},
+    events::{Envelope, Event, MalformedEvent, uuid_field},
+    outbox,
+};
+use sqlx::{Connection as _, PgConnection};
+use uuid::Uuid;
+
+/// The events the product service consumes.
+pub const EVENTS: &[&str] = &[OrderCreated::TYPE, OrderCancelled::TYPE];
+
+#[derive(Debug)]
+pub struct Reservations {
+    pub shop: ShopName,
+}
+
+/// The lines of an order, merged by product and sorted by id (a fixed lock order, so that two
+/// reservations never deadlock).
+fn lines(event: &OrderCreated) -> Result<BTreeMap<Uuid, i64>, MalformedEvent> {
+    if event.lines.is_empty() {
+        return Err(MalformedEvent("order.created without lines".into()));
+    }
+    let mut lines = BTreeMap::new();
+    for line in &event.lines {
+        let product = uuid_field("product_id", &line.product_id)?;
+        if line.quantity < 1 {
+            return Err(MalformedEvent(format!(
+                "quantity {} of {product}",
+                line.quantity
+            )));
+        }
+        let total: &mut i64 = lines.entry(product).or_default();
+        *total = total
+            .checked_add(line.quantity)
+            .ok_or_else(|| MalformedEvent("quantity overflow".into()))?;
+    }
+    Ok(lines)
+}
+
+impl Reservations {
+    async fn reserve(&self, tx: &mut PgConnection, event: OrderCreated) -> Result<(), HandleError> {
+        let order = uuid_field("order_id", &event.order_id)?;
+        let lines = lines(&event)?;
+        let known = sqlx::query_scalar!(
+            "select status from reservations where order_id = $1 for update",
+            order
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if known.is_some() {
+            // Decided before (or cancelled first): nothing more to do.
+            return Ok(());
+        }
+        let mut short = Vec::new();
+        {
+            let mut attempt = tx.begin().await?;
+            for (product, quantity) in &lines {
+                let taken = sqlx::query!(
+                    "update products set stock = stock - $2, updated_at = now() where id = $1 and stock >= $2",
+                    product,
+                    quantity
+                )
+                .execute(&mut *attempt)
+                .await?
+                .rows_affected();
+                if taken == 0 {
+                    short.push(*product);
+                }
+            }
+            if short.is_empty() {
+                attempt.commit().await?;
+            } else {
+                attempt.rollback().await?;
+            }
+        }
+        let status = if short.is_empty() {
+            "reserved"
+        } else {
+            "rejected"
+        };
+        sqlx::query!(
+            "insert into reservations (order_id, status) values ($1, $2)",
+            order,
+            status
+        )
+        .execute(&mut *tx)
+        .await?;
+        if short.is_empty() {
+            let products: Vec<Uuid> = lines.keys().copied().collect();
+            let quantities: Vec<i64> = lines.values().copied().collect();
+            sqlx::query!(
+                r#"insert into reservation_lines (order_id, product_id, quantity)
+                   select $1, * from unnest($2::uuid[], $3::bigint[])"#,
+                order,
+                &products,
+                &quantities
+            )
+            .execute(&mut *tx)
+            .await?;
+            outbox::enqueue(
+                tx,
+                &self.shop,
+                &StockReserved {
+                    order_id: event.order_id,
+                },
+            )
+            .await?;
+            tracing::info!(order_id = %order, "stock reserved");
+        } else {
+            let rejected = StockRejected {
+                order_id: event.order_id,
+                product_ids: short.iter().map(Uuid::to_string).collect(),
+            };
+            outbox::enqueue(tx, &self.shop, &rejected).await?;
+            tracing::info!(order_id = %order, short = short.len(), "stock rejected");
+        }
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        tx: &mut PgConnection,
+        event: OrderCancelled,
+    ) -> Result<(), HandleError> {
+        let order = uuid_field("order_id", &event.order_id)?;
+        let status = sqlx::query_scalar!(
+            "select status from reservations where order_id = $1 for update",
+            order
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        match status.as_deref() {
+            None => {
+                sqlx::query!(
+                    "insert into reservations (order_id, status) values ($1, 'cancelled')",
+                    order
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some("reserved") => {
+                // Products deleted meanwhile simply get nothing back.
+                sqlx::query!(
+                    r#"update products p set stock = p.stock + l.quantity, updated_at = now()
+                       from reservation_lines l where l.order_id = $1 and p.id = l.product_id"#,
+                    order
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query!(
+                    "update reservations set status = 'released', updated_at = now() where order_id = $1",
+                    order
+                )
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(order_id = %order, "stock released");
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+}
+
+impl Handler for Reservations {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, event: &'a Envelope) -> HandleResult<'a> {
+        Box::pin(async move {
+            match event.event_type.as_str() {
+                OrderCreated::TYPE => self.reserve(tx, event.event()?).await,
+                OrderCancelled::TYPE => self.release(tx, event.event()?).await,
+                other => Err(HandleError::Rejected(format!(
+                    "unexpected event type {other}"
+                ))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use souk_protos::v1::OrderLine;
+
+    use super::*;
+
+    fn created(lines: Vec<(String, i64)>) -> OrderCreated {
+        OrderCreated {
+            order_id: Uuid::new_v4().to_string(),
+            lines: lines
+                .into_iter()
+                .map(|(product_id, quantity)| OrderLine {
+                    product_id,
+                    quantity,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lines_are_merged_and_checked() {
+        let a = Uuid::new_v4();
+        let merged = lines(&created(vec![(a.to_string(), 2), (a.to_string(), 3)])).expect("valid");
+        assert_eq!(merged[&a], 5);
+        assert!(lines(&created(vec![])).is_err());
+        assert!(lines(&created(vec![("nope".into(), 1)])).is_err());
+        assert!(lines(&created(vec![(a.to_string(), 0)])).is_err());
+        assert!(
+            lines(&created(vec![
+                (a.to_string(), i64::MAX),
+                (a.to_string(), 1)
+            ]))
+            .is_err()
+        );
+    }
+}
