@@ -14,11 +14,13 @@
 //!   cart's next change.
 //! - When the product service is down, reads and changes fail with `Unavailable` (503) and
 //!   leave the cart as it was; clearing and deleting need no product data and still work.
+//! - With an event bus (`with_events`), a confirmed order empties its user's cart (`checkout`).
 //! - Bounds: 1 to 1,000,000 of a product per line (more is a 400), at most 100 different
 //!   products per cart (more is a 409).
 
 mod carts;
 mod catalog;
+mod checkout;
 mod domain;
 mod grpc;
 mod store;
@@ -27,6 +29,8 @@ use std::sync::Arc;
 
 use souk_shared::{
     Shutdown,
+    bus::Bus,
+    consumer::{self, ConsumerConfig, ConsumerMetrics},
     db::{self, DatabaseLocation},
     grpc::GrpcService,
     jwt::Verifier,
@@ -51,6 +55,15 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct CartService {
     state: Arc<grpc::State>,
+    events: Option<Events>,
+}
+
+/// The checkout's side of the cart service: its consumer of order events.
+#[derive(Debug)]
+struct Events {
+    bus: Bus,
+    max_deliver: i64,
+    metrics: ConsumerMetrics,
 }
 
 impl CartService {
@@ -65,16 +78,49 @@ impl CartService {
                 },
                 verifier: settings.verifier,
             }),
+            events: None,
         })
+    }
+
+    /// Takes part in the checkout saga: empties a cart when its order is confirmed on `bus`,
+    /// dead-lettering an event after `max_deliver` failed attempts.
+    pub fn with_events(mut self, bus: Bus, max_deliver: i64, metrics: ConsumerMetrics) -> Self {
+        self.events = Some(Events {
+            bus,
+            max_deliver,
+            metrics,
+        });
+        self
     }
 
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let database = self.state.carts.store.pool().clone();
+        let consumer = self.events.map(|events| {
+            let config = ConsumerConfig {
+                name: "cart",
+                events: checkout::EVENTS,
+                max_deliver: events.max_deliver,
+            };
+            let handler = Arc::new(checkout::EmptyOnConfirm);
+            tokio::spawn(consumer::run(
+                events.bus,
+                database.clone(),
+                config,
+                handler,
+                events.metrics,
+                shutdown.clone(),
+            ))
+        });
         let service = GrpcService {
             name: grpc::SERVICE_NAME,
             routes: tonic::service::Routes::new(grpc::server(self.state)),
             database: Some(database),
         };
-        souk_shared::grpc::serve(service, listener, shutdown).await
+        let served = souk_shared::grpc::serve(service, listener, shutdown).await;
+        if let Some(consumer) = consumer {
+            // The server returns on shutdown; let the consumer finish the message in hand.
+            let _ = consumer.await;
+        }
+        served
     }
 }
