@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod jwt;
+pub mod metrics;
 pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
