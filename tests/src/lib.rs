@@ -68,20 +68,32 @@ impl Reply {
     /// Asserts the status and, for errors, that the body is a well-formed RFC 7807 problem.
     #[track_caller]
     pub fn expect(&self, status: StatusCode) -> &Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         if status.is_client_error() || status.is_server_error() {
             assert_eq!(
-                self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+                self.headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok()),
                 Some("application/problem+json"),
                 "errors are problem+json"
             );
             assert_eq!(self.body["status"], status.as_u16(), "{}", self.text);
             assert!(
-                self.body["type"].as_str().is_some_and(|t| t.starts_with("https://souk.dev/problems/")),
+                self.body["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("https://souk.dev/problems/")),
                 "{}",
                 self.text
             );
-            assert!(self.body["title"].is_string() && self.body["detail"].is_string(), "{}", self.text);
+            assert!(
+                self.body["title"].is_string() && self.body["detail"].is_string(),
+                "{}",
+                self.text
+            );
         }
         &self.body
     }
@@ -95,7 +107,8 @@ impl TestShop {
     pub async fn start_with(options: Options) -> Self {
         if let Ok(filter) = std::env::var("SOUK_LOG") {
             // Logs of the shop under test, when asked for (`SOUK_LOG=debug cargo nextest run --no-capture`).
-            let _ = souk_shared::telemetry::init(&filter, souk_shared::telemetry::LogFormat::Pretty);
+            let _ =
+                souk_shared::telemetry::init(&filter, souk_shared::telemetry::LogFormat::Pretty);
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -105,15 +118,17 @@ impl TestShop {
             return Self {
                 base: base.trim_end_matches('/').to_owned(),
                 http,
-                admin_email: std::env::var("SOUK_E2E_ADMIN_EMAIL").expect("SOUK_E2E_ADMIN_EMAIL with SOUK_E2E_URL"),
+                admin_email: std::env::var("SOUK_E2E_ADMIN_EMAIL")
+                    .expect("SOUK_E2E_ADMIN_EMAIL with SOUK_E2E_URL"),
                 admin_password: std::env::var("SOUK_E2E_ADMIN_PASSWORD")
                     .expect("SOUK_E2E_ADMIN_PASSWORD with SOUK_E2E_URL"),
                 local: None,
             };
         }
-        let shop_name: ShopName = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-            .parse()
-            .expect("shop name");
+        let shop_name: ShopName =
+            format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+                .parse()
+                .expect("shop name");
         let keys = KeyPair::generate().expect("keys");
         let admin_email = format!("admin-{shop_name}@example.com");
         let admin_password = "admin-password".to_owned();
@@ -123,9 +138,14 @@ impl TestShop {
         for service in options.proxied_databases {
             let database = shop_name.database_name(service);
             let server = testing::server_url().parse().expect("server URL");
-            souk_shared::db::ensure_database(&server, &database).await.expect("create database");
+            souk_shared::db::ensure_database(&server, &database)
+                .await
+                .expect("create database");
             let proxy = TcpProxy::start(testing::postgres_addr()).await;
-            service_databases.insert(service, Secret::new(format!("postgres://postgres@{}/{database}", proxy.addr())));
+            service_databases.insert(
+                service,
+                Secret::new(format!("postgres://postgres@{}/{database}", proxy.addr())),
+            );
             database_proxies.insert(service, proxy);
         }
 
@@ -142,7 +162,9 @@ impl TestShop {
             grpc_addrs: BTreeMap::new(),
         };
         let listener = testing::listener().await;
-        let shop = souk::up(config, listener, Shutdown::new()).await.expect("shop starts");
+        let shop = souk::up(config, listener, Shutdown::new())
+            .await
+            .expect("shop starts");
         Self {
             base: format!("http://{}", shop.http_addr),
             http,
@@ -189,19 +211,23 @@ impl TestShop {
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        self.send(authorized(self.request(Method::GET, path), token)).await
+        self.send(authorized(self.request(Method::GET, path), token))
+            .await
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
-        self.send(authorized(self.request(Method::POST, path), token).json(body)).await
+        self.send(authorized(self.request(Method::POST, path), token).json(body))
+            .await
     }
 
     pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
-        self.send(authorized(self.request(Method::PUT, path), token).json(body)).await
+        self.send(authorized(self.request(Method::PUT, path), token).json(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
-        self.send(authorized(self.request(Method::DELETE, path), token)).await
+        self.send(authorized(self.request(Method::DELETE, path), token))
+            .await
     }
 
     /// An email no other test (or earlier run against the same URL) has used.
@@ -211,7 +237,11 @@ impl TestShop {
 
     pub async fn login(&self, email: &str, password: &str) -> String {
         let reply = self
-            .post("/api/auth/login", None, &json!({"email": email, "password": password}))
+            .post(
+                "/api/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
             .await;
         reply.expect(StatusCode::OK)["access_token"]
             .as_str()
@@ -224,9 +254,16 @@ impl TestShop {
         let email = self.unique_email();
         let password = "customer-password".to_owned();
         let reply = self
-            .post("/api/users", None, &json!({"email": email, "password": password, "name": "Test Customer"}))
+            .post(
+                "/api/users",
+                None,
+                &json!({"email": email, "password": password, "name": "Test Customer"}),
+            )
             .await;
-        let id = reply.expect(StatusCode::CREATED)["id"].as_str().expect("id").to_owned();
+        let id = reply.expect(StatusCode::CREATED)["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
         let token = self.login(&email, &password).await;
         Session {
             id,
@@ -241,7 +278,10 @@ impl TestShop {
         let token = self.login(&self.admin_email, &self.admin_password).await;
         let me = self.get("/api/users/me", Some(&token)).await;
         Session {
-            id: me.expect(StatusCode::OK)["id"].as_str().expect("id").to_owned(),
+            id: me.expect(StatusCode::OK)["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
             email: self.admin_email.clone(),
             password: self.admin_password.clone(),
             token,
@@ -249,7 +289,13 @@ impl TestShop {
     }
 
     /// Waits until `check` holds for the reply to `GET path`, failing after `timeout`.
-    pub async fn wait_for(&self, path: &str, token: Option<&str>, timeout: Duration, check: impl Fn(&Reply) -> bool) -> Reply {
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        check: impl Fn(&Reply) -> bool,
+    ) -> Reply {
         testing::eventually(path, timeout, || async {
             let reply = self.get(path, token).await;
             check(&reply).then_some(reply)
@@ -269,7 +315,10 @@ impl Drop for TestShop {
     fn drop(&mut self) {
         if let Some(local) = self.local.take() {
             local.shop.shutdown().trigger();
-            let databases = souk::SERVICES.iter().map(|s| local.shop_name.database_name(s)).collect();
+            let databases = souk::SERVICES
+                .iter()
+                .map(|s| local.shop_name.database_name(s))
+                .collect();
             testing::drop_databases(databases);
         }
     }
@@ -283,7 +332,11 @@ pub fn sign_es256(private_pem: &str, claims: &Value) -> String {
     use p256::pkcs8::DecodePrivateKey as _;
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let key = SigningKey::from_pkcs8_pem(private_pem).expect("PKCS#8 P-256 key");
-    let signing_input = format!("{}.{}", b64(br#"{"alg":"ES256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let signing_input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"ES256","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
     let signature: Signature = key.sign(signing_input.as_bytes());
     format!("{signing_input}.{}", b64(&signature.to_bytes()))
 }

@@ -20,7 +20,9 @@ async fn readyz_follows_the_services() {
     let Some(local) = shop.local() else { return };
     local.shop.stop_service("user");
     let down = shop
-        .wait_for("/readyz", None, Duration::from_secs(10), |r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        .wait_for("/readyz", None, Duration::from_secs(10), |r| {
+            r.status == StatusCode::SERVICE_UNAVAILABLE
+        })
         .await;
     down.expect(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(down.body["services"]["user"], "unavailable");
@@ -28,12 +30,21 @@ async fn readyz_follows_the_services() {
     let register = json!({"email": shop.unique_email(), "password": "password-1", "name": "Ada"});
     let reply = shop.post("/api/users", None, &register).await;
     reply.expect(StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!reply.text.contains("127.0.0.1"), "no upstream address leaks: {}", reply.text);
+    assert!(
+        !reply.text.contains("127.0.0.1"),
+        "no upstream address leaks: {}",
+        reply.text
+    );
 
     let local = shop.local().expect("in-process");
     local.shop.restart_service("user").await.expect("restart");
-    shop.wait_for("/readyz", None, Duration::from_secs(10), |r| r.status == StatusCode::OK).await;
-    shop.post("/api/users", None, &register).await.expect(StatusCode::CREATED);
+    shop.wait_for("/readyz", None, Duration::from_secs(10), |r| {
+        r.status == StatusCode::OK
+    })
+    .await;
+    shop.post("/api/users", None, &register)
+        .await
+        .expect(StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -48,29 +59,45 @@ async fn a_lost_database_is_a_503_and_the_service_recovers_without_a_restart() {
     let reply = shop.post("/api/users", None, &register).await;
     reply.expect(StatusCode::SERVICE_UNAVAILABLE);
     assert!(!reply.text.to_lowercase().contains("sql"), "{}", reply.text);
-    shop.wait_for("/readyz", None, Duration::from_secs(10), |r| r.status == StatusCode::SERVICE_UNAVAILABLE)
-        .await;
+    shop.wait_for("/readyz", None, Duration::from_secs(10), |r| {
+        r.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
 
-    shop.local().expect("in-process").database_proxies["user"].restore().await;
-    shop.wait_for("/readyz", None, Duration::from_secs(10), |r| r.status == StatusCode::OK).await;
-    shop.post("/api/users", None, &register).await.expect(StatusCode::CREATED);
+    shop.local().expect("in-process").database_proxies["user"]
+        .restore()
+        .await;
+    shop.wait_for("/readyz", None, Duration::from_secs(10), |r| {
+        r.status == StatusCode::OK
+    })
+    .await;
+    shop.post("/api/users", None, &register)
+        .await
+        .expect(StatusCode::CREATED);
 }
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_template() {
     let shop = TestShop::start().await;
     let ada = shop.customer().await;
-    shop.get(&format!("/api/users/{}", ada.id), Some(&ada.token)).await.expect(StatusCode::OK);
+    shop.get(&format!("/api/users/{}", ada.id), Some(&ada.token))
+        .await
+        .expect(StatusCode::OK);
     let reply = shop.get("/metrics", None).await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = &reply.text;
     assert!(
-        text.contains(r#"souk_gateway_http_requests_total{method="POST",route="/api/users",status="201"}"#),
+        text.contains(
+            r#"souk_gateway_http_requests_total{method="POST",route="/api/users",status="201"}"#
+        ),
         "{text}"
     );
     assert!(text.contains(r#"route="/api/users/{id}""#), "{text}");
     assert!(!text.contains(&ada.id), "ids never become labels");
-    assert!(text.contains("souk_gateway_http_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("souk_gateway_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -79,7 +106,15 @@ async fn the_openapi_document_describes_the_api() {
     let reply = shop.get("/api/openapi.json", None).await;
     let doc = reply.expect(StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/api/users", "/api/auth/login", "/api/users/me", "/api/users/{id}", "/api/products", "/api/carts", "/api/orders"] {
+    for path in [
+        "/api/users",
+        "/api/auth/login",
+        "/api/users/me",
+        "/api/users/{id}",
+        "/api/products",
+        "/api/carts",
+        "/api/orders",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
 }
@@ -87,8 +122,12 @@ async fn the_openapi_document_describes_the_api() {
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
     let shop = TestShop::start().await;
-    shop.get("/api/nothing-here", None).await.expect(StatusCode::NOT_FOUND);
-    shop.send(shop.request(Method::DELETE, "/api/auth/login")).await.expect(StatusCode::METHOD_NOT_ALLOWED);
+    shop.get("/api/nothing-here", None)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    shop.send(shop.request(Method::DELETE, "/api/auth/login"))
+        .await
+        .expect(StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
@@ -96,6 +135,11 @@ async fn every_answer_carries_a_request_id() {
     let shop = TestShop::start().await;
     let reply = shop.get("/healthz", None).await;
     assert!(reply.headers.get("x-request-id").is_some());
-    let given = shop.send(shop.request(Method::GET, "/healthz").header("x-request-id", "abc-123")).await;
+    let given = shop
+        .send(
+            shop.request(Method::GET, "/healthz")
+                .header("x-request-id", "abc-123"),
+        )
+        .await;
     assert_eq!(given.headers["x-request-id"], "abc-123");
 }

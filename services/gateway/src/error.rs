@@ -14,7 +14,10 @@ use tonic::Code;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// 400: validation, malformed body, query or id.
-    BadRequest { detail: String, errors: BTreeMap<String, String> },
+    BadRequest {
+        detail: String,
+        errors: BTreeMap<String, String>,
+    },
     /// 401: no or invalid token, wrong credentials.
     Unauthorized(String),
     /// 403: authenticated but not allowed.
@@ -57,11 +60,27 @@ impl ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable"),
-            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service-unavailable",
+                "Service unavailable",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
         }
     }
 
@@ -74,7 +93,9 @@ impl ApiError {
             | Self::Conflict(detail)
             | Self::Unavailable(detail) => detail.clone(),
             Self::MethodNotAllowed => "this method is not allowed on this resource".into(),
-            Self::PayloadTooLarge => format!("the request body is over {} bytes", crate::BODY_LIMIT),
+            Self::PayloadTooLarge => {
+                format!("the request body is over {} bytes", crate::BODY_LIMIT)
+            }
             Self::Internal => "an unexpected error occurred".into(),
         }
     }
@@ -96,7 +117,13 @@ pub struct Problem<'a> {
 }
 
 /// A problem response with any status, for the few places outside `ApiError`.
-pub fn problem_response(status: StatusCode, slug: &str, title: &str, detail: String, extra: Option<serde_json::Value>) -> Response {
+pub fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    title: &str,
+    detail: String,
+    extra: Option<serde_json::Value>,
+) -> Response {
     let body = Problem {
         kind: format!("https://souk.dev/problems/{slug}"),
         title,
@@ -110,9 +137,10 @@ pub fn problem_response(status: StatusCode, slug: &str, title: &str, detail: Str
 
 fn with_problem_type(status: StatusCode, mut response: Response) -> Response {
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     response
 }
 
@@ -154,8 +182,13 @@ impl From<tonic::Status> for ApiError {
             Code::Unauthenticated => Self::Unauthorized(message),
             Code::PermissionDenied => Self::Forbidden(message),
             Code::NotFound => Self::NotFound(message),
-            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => Self::Conflict(message),
-            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
+                Self::Conflict(message)
+            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
                 Self::Unavailable("a service is temporarily unavailable, try again".into())
             }
@@ -196,13 +229,18 @@ mod tests {
         for (code, expected) in cases {
             let response = ApiError::from(tonic::Status::new(code, "x")).into_response();
             assert_eq!(response.status(), expected, "{code:?}");
-            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
         }
     }
 
     #[test]
     fn field_errors_are_listed_by_field() {
-        let err = ApiError::from(tonic::Status::invalid_argument("email: must be a valid email address"));
+        let err = ApiError::from(tonic::Status::invalid_argument(
+            "email: must be a valid email address",
+        ));
         let ApiError::BadRequest { errors, .. } = err else {
             panic!("not a bad request");
         };

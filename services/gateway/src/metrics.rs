@@ -40,7 +40,9 @@ pub struct Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 impl Metrics {
@@ -48,7 +50,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("souk_gateway");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Histograms = Family::new_with_constructor(latency_histogram);
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route",
@@ -73,7 +79,11 @@ impl Metrics {
 
 /// Middleware: counts and times each request under its route template (`/api/users/{id}`, not
 /// the concrete path, so that ids do not explode the label space).
-pub async fn record(axum::extract::State(state): axum::extract::State<State>, request: Request, next: Next) -> Response {
+pub async fn record(
+    axum::extract::State(state): axum::extract::State<State>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -82,7 +92,11 @@ pub async fn record(axum::extract::State(state): axum::extract::State<State>, re
     let started = Instant::now();
     let response = next.run(request).await;
     let labels = RouteLabels { method, route };
-    state.metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     state
         .metrics
         .requests

@@ -29,9 +29,18 @@ async fn readyz(AxumState(state): AxumState<State>) -> Response {
     let checks = state.services.readiness().await;
     let services: serde_json::Map<String, serde_json::Value> = checks
         .iter()
-        .map(|(name, serving)| ((*name).to_owned(), (if *serving { "serving" } else { "unavailable" }).into()))
+        .map(|(name, serving)| {
+            (
+                (*name).to_owned(),
+                (if *serving { "serving" } else { "unavailable" }).into(),
+            )
+        })
         .collect();
-    let down: Vec<&str> = checks.iter().filter(|(_, serving)| !serving).map(|(name, _)| *name).collect();
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|(_, serving)| !serving)
+        .map(|(name, _)| *name)
+        .collect();
     if down.is_empty() {
         axum::Json(serde_json::json!({ "status": "ready", "services": services })).into_response()
     } else {
@@ -47,7 +56,10 @@ async fn readyz(AxumState(state): AxumState<State>) -> Response {
 
 async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -61,7 +61,10 @@ struct TokenBody {
     expires_in: i64,
 }
 
-async fn register(AxumState(state): AxumState<State>, Json(body): Json<Registration>) -> ApiResult<(StatusCode, axum::Json<UserBody>)> {
+async fn register(
+    AxumState(state): AxumState<State>,
+    Json(body): Json<Registration>,
+) -> ApiResult<(StatusCode, axum::Json<UserBody>)> {
     let user = state
         .services
         .user
@@ -76,7 +79,10 @@ async fn register(AxumState(state): AxumState<State>, Json(body): Json<Registrat
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
-async fn login(AxumState(state): AxumState<State>, Json(body): Json<Credentials>) -> ApiResult<axum::Json<TokenBody>> {
+async fn login(
+    AxumState(state): AxumState<State>,
+    Json(body): Json<Credentials>,
+) -> ApiResult<axum::Json<TokenBody>> {
     let token = state
         .services
         .user
@@ -94,15 +100,26 @@ async fn login(AxumState(state): AxumState<State>, Json(body): Json<Credentials>
     }))
 }
 
-async fn me(AxumState(state): AxumState<State>, caller: AuthUser) -> ApiResult<axum::Json<UserBody>> {
+async fn me(
+    AxumState(state): AxumState<State>,
+    caller: AuthUser,
+) -> ApiResult<axum::Json<UserBody>> {
     read_user(&state, &caller, caller.id).await
 }
 
-async fn user(AxumState(state): AxumState<State>, caller: AuthUser, IdPath(id): IdPath) -> ApiResult<axum::Json<UserBody>> {
+async fn user(
+    AxumState(state): AxumState<State>,
+    caller: AuthUser,
+    IdPath(id): IdPath,
+) -> ApiResult<axum::Json<UserBody>> {
     read_user(&state, &caller, id).await
 }
 
-async fn read_user(state: &State, caller: &AuthUser, id: uuid::Uuid) -> ApiResult<axum::Json<UserBody>> {
+async fn read_user(
+    state: &State,
+    caller: &AuthUser,
+    id: uuid::Uuid,
+) -> ApiResult<axum::Json<UserBody>> {
     let user = state
         .services
         .user
