@@ -22,13 +22,16 @@ impl<T: DeserializeOwned> FromRequest<State> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &State) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection: BytesRejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::bad_request("the request body could not be read")
-            }
-        })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection: BytesRejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge
+                    } else {
+                        ApiError::bad_request("the request body could not be read")
+                    }
+                })?;
         parse_json(&bytes).map(Json)
     }
 }
@@ -62,7 +65,6 @@ fn strip_position(message: &str) -> String {
 
 /// A query string; malformed or out-of-range values are 400.
 #[derive(Debug)]
-#[expect(dead_code, reason = "the catalog routes use it")]
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
@@ -70,7 +72,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
             .map(Query)
             .map_err(|err| {
@@ -88,9 +91,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::bad_request("malformed path"))?;
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::bad_request("malformed path"))?;
         Uuid::parse_str(&raw)
             .map(IdPath)
             .map_err(|_| ApiError::bad_request(format!("{raw:?} is not a valid id (a UUID)")))
@@ -102,7 +106,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: Uuid,
-    #[expect(dead_code, reason = "the catalog and order routes use it")]
     pub role: Role,
     pub token: String,
 }
@@ -124,8 +127,16 @@ impl FromRequestParts<State> for AuthUser {
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
         let token = match header.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
-            _ => return Err(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())),
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                token.trim()
+            }
+            _ => {
+                return Err(ApiError::Unauthorized(
+                    "the Authorization header must be `Bearer <token>`".into(),
+                ));
+            }
         };
         let claims = state
             .verifier
@@ -136,6 +147,24 @@ impl FromRequestParts<State> for AuthUser {
             role: claims.role,
             token: token.to_owned(),
         })
+    }
+}
+
+/// An authenticated caller with role `admin`: 401 without a valid token, 403 with another
+/// role, decided before the body is read. The services check the forwarded token again.
+#[derive(Debug, Clone)]
+pub struct Admin(pub AuthUser);
+
+impl FromRequestParts<State> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if user.role == Role::Admin {
+            Ok(Self(user))
+        } else {
+            Err(ApiError::Forbidden("this needs role admin".into()))
+        }
     }
 }
 

@@ -51,6 +51,8 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
     let request_id = http::HeaderName::from_static("x-request-id");
     let app = Router::new()
         .merge(routes::users::router())
+        .merge(routes::catalog::router())
+        .merge(routes::cart::router())
         .merge(routes::ops::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
@@ -71,7 +73,11 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
 }
 
 /// Serves the gateway on `listener` until `shutdown`, then drains in-flight requests.
-pub async fn serve(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let app = router(settings)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })

@@ -3,19 +3,28 @@
 
 use std::time::Duration;
 
-use souk_protos::v1::user_service_client::UserServiceClient;
+use souk_protos::v1::{
+    cart_service_client::CartServiceClient, product_service_client::ProductServiceClient,
+    user_service_client::UserServiceClient,
+};
 use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Where each service listens, as `http://host:port`.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     pub user: String,
+    pub product: String,
+    pub cart: String,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Clients {
     pub user: UserServiceClient<Channel>,
+    pub product: ProductServiceClient<Channel>,
+    pub cart: CartServiceClient<Channel>,
     /// Service name and channel, for readiness.
     checks: Vec<(&'static str, Channel)>,
 }
@@ -32,9 +41,13 @@ fn channel(setting: &str, url: &str) -> anyhow::Result<Channel> {
 impl Clients {
     pub fn new(upstreams: &Upstreams) -> anyhow::Result<Self> {
         let user = channel("SOUK_USER_URL", &upstreams.user)?;
+        let product = channel("SOUK_PRODUCT_URL", &upstreams.product)?;
+        let cart = channel("SOUK_CART_URL", &upstreams.cart)?;
         Ok(Self {
             user: UserServiceClient::new(user.clone()),
-            checks: vec![("user", user)],
+            product: ProductServiceClient::new(product.clone()),
+            cart: CartServiceClient::new(cart.clone()),
+            checks: vec![("user", user), ("product", product), ("cart", cart)],
         })
     }
 

@@ -12,6 +12,9 @@ use souk_shared::{
 };
 use tokio::{net::TcpListener, task::JoinSet};
 
+/// One service's server, running until its shutdown.
+type ServiceTask = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
 /// Everything a shop needs to start.
 #[derive(Debug, Clone)]
 pub struct ShopConfig {
@@ -27,8 +30,8 @@ pub struct ShopConfig {
     pub grpc_addrs: BTreeMap<&'static str, SocketAddr>,
 }
 
-/// The services of a shop, in start order.
-pub const SERVICES: &[&str] = &["user"];
+/// The services of a shop, in start order (the cart service calls the product service).
+pub const SERVICES: &[&str] = &["user", "product", "cart"];
 
 /// A running shop.
 #[derive(Debug)]
@@ -68,7 +71,11 @@ async fn bind(service: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Starts every service (databases created and migrated first), then the gateway on `http`.
 /// Returns once all of them listen; they run until `shutdown`.
-pub async fn up(config: ShopConfig, http: TcpListener, shutdown: Shutdown) -> anyhow::Result<RunningShop> {
+pub async fn up(
+    config: ShopConfig,
+    http: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<RunningShop> {
     let keys = Keys {
         verifier: Verifier::from_pem(&config.keys.public_pem)?,
         signer: Signer::from_pem(config.keys.private_pem.expose(), config.token_ttl)?,
@@ -97,11 +104,15 @@ pub async fn up(config: ShopConfig, http: TcpListener, shutdown: Shutdown) -> an
     let gateway = souk_gateway::Settings {
         upstreams: souk_gateway::Upstreams {
             user: format!("http://{}", shop.grpc_addrs["user"]),
+            product: format!("http://{}", shop.grpc_addrs["product"]),
+            cart: format!("http://{}", shop.grpc_addrs["cart"]),
         },
         verifier: shop.keys.verifier.clone(),
     };
-    shop.tasks
-        .spawn(named("gateway".into(), souk_gateway::serve(gateway, http, shop.shutdown.clone())));
+    shop.tasks.spawn(named(
+        "gateway".into(),
+        souk_gateway::serve(gateway, http, shop.shutdown.clone()),
+    ));
     tracing::info!(shop = %shop.config.shop_name, "gateway listening on http://{http_addr}");
     Ok(shop)
 }
@@ -120,7 +131,11 @@ impl RunningShop {
 
     /// Starts one service on `addr` (connecting to its database first) and returns where it
     /// listens.
-    async fn start_service(&mut self, service: &'static str, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    async fn start_service(
+        &mut self,
+        service: &'static str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
         let stop = Shutdown::new();
         tokio::spawn({
             let (shop, stop) = (self.shutdown.clone(), stop.clone());
@@ -129,7 +144,7 @@ impl RunningShop {
                 stop.trigger();
             }
         });
-        let task = match service {
+        let task: ServiceTask = match service {
             "user" => {
                 let user = souk_user::UserService::start(souk_user::Settings {
                     database: self.config.database("user"),
@@ -141,7 +156,31 @@ impl RunningShop {
                 let listener = bind(service, addr).await?;
                 let addr = listener.local_addr()?;
                 self.grpc_addrs.insert(service, addr);
-                user.serve(listener, stop.clone())
+                Box::pin(user.serve(listener, stop.clone()))
+            }
+            "product" => {
+                let product = souk_product::ProductService::start(souk_product::Settings {
+                    database: self.config.database("product"),
+                    verifier: self.keys.verifier.clone(),
+                })
+                .await?;
+                let listener = bind(service, addr).await?;
+                self.grpc_addrs.insert(service, listener.local_addr()?);
+                Box::pin(product.serve(listener, stop.clone()))
+            }
+            "cart" => {
+                let product = self.grpc_addrs.get("product").ok_or_else(|| {
+                    anyhow::anyhow!("the cart service needs the product service started first")
+                })?;
+                let cart = souk_cart::CartService::start(souk_cart::Settings {
+                    database: self.config.database("cart"),
+                    verifier: self.keys.verifier.clone(),
+                    product_url: format!("http://{product}"),
+                })
+                .await?;
+                let listener = bind(service, addr).await?;
+                self.grpc_addrs.insert(service, listener.local_addr()?);
+                Box::pin(cart.serve(listener, stop.clone()))
             }
             other => anyhow::bail!("unknown service {other:?}"),
         };
@@ -159,7 +198,10 @@ impl RunningShop {
 
     /// Starts a stopped service again on the address it had, as when its pod comes back.
     pub async fn restart_service(&mut self, service: &'static str) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.service_shutdowns.contains_key(service), "{service} is running");
+        anyhow::ensure!(
+            !self.service_shutdowns.contains_key(service),
+            "{service} is running"
+        );
         let addr = *self
             .grpc_addrs
             .get(service)
@@ -182,7 +224,8 @@ impl RunningShop {
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut first_error = None;
         while let Some(joined) = self.tasks.join_next().await {
-            let (name, result) = joined.map_err(|err| anyhow::anyhow!("a shop task panicked: {err}"))?;
+            let (name, result) =
+                joined.map_err(|err| anyhow::anyhow!("a shop task panicked: {err}"))?;
             if let Err(err) = result {
                 tracing::error!(error = ?err, "{name} stopped");
                 self.shutdown.trigger();

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use souk_shared::{
     Shutdown,
-    config::{CommonArgs, DatabaseArgs, JwtArgs, Secret},
+    config::{CommonArgs, DatabaseArgs, JwtArgs, Secret, ShopName},
     db::DatabaseLocation,
     jwt::{KeyPair, Signer, Verifier, read_pem},
     telemetry,
@@ -15,7 +15,11 @@ use souk_shared::{
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
-#[command(name = "souk", version, about = "Souk: an e-commerce platform of Rust microservices")]
+#[command(
+    name = "souk",
+    version,
+    about = "Souk: an e-commerce platform of Rust microservices"
+)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
@@ -45,6 +49,12 @@ struct UpArgs {
     /// The user service's gRPC address (a free loopback port when not set).
     #[arg(long, env = "SOUK_USER_GRPC_ADDR")]
     user_grpc_addr: Option<SocketAddr>,
+    /// The product service's gRPC address (a free loopback port when not set).
+    #[arg(long, env = "SOUK_PRODUCT_GRPC_ADDR")]
+    product_grpc_addr: Option<SocketAddr>,
+    /// The cart service's gRPC address (a free loopback port when not set).
+    #[arg(long, env = "SOUK_CART_GRPC_ADDR")]
+    cart_grpc_addr: Option<SocketAddr>,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -60,6 +70,41 @@ struct ServiceDatabaseArgs {
     /// The user service's own database (instead of `<shop>_user` on SOUK_DATABASE_URL).
     #[arg(long, env = "SOUK_USER_DATABASE_URL", hide_env_values = true)]
     user_database_url: Option<Secret<String>>,
+    /// The product service's own database (instead of `<shop>_product` on SOUK_DATABASE_URL).
+    #[arg(long, env = "SOUK_PRODUCT_DATABASE_URL", hide_env_values = true)]
+    product_database_url: Option<Secret<String>>,
+    /// The cart service's own database (instead of `<shop>_cart` on SOUK_DATABASE_URL).
+    #[arg(long, env = "SOUK_CART_DATABASE_URL", hide_env_values = true)]
+    cart_database_url: Option<Secret<String>>,
+}
+
+impl ServiceDatabaseArgs {
+    /// The services given a database URL of their own.
+    fn own(&self) -> BTreeMap<&'static str, Secret<String>> {
+        [
+            ("user", &self.user_database_url),
+            ("product", &self.product_database_url),
+            ("cart", &self.cart_database_url),
+        ]
+        .into_iter()
+        .filter_map(|(service, url)| Some((service, url.clone()?)))
+        .collect()
+    }
+
+    /// Where one service's database is, for `souk serve`.
+    fn location(
+        &self,
+        service: &'static str,
+        database: &DatabaseArgs,
+        shop: &ShopName,
+    ) -> DatabaseLocation {
+        DatabaseLocation::resolve(
+            self.own().remove(service),
+            &database.database_url,
+            shop,
+            service,
+        )
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -67,7 +112,12 @@ struct AdminArgs {
     /// The admin account made sure of at start (with SOUK_ADMIN_PASSWORD).
     #[arg(long, env = "SOUK_ADMIN_EMAIL", requires = "admin_password")]
     admin_email: Option<String>,
-    #[arg(long, env = "SOUK_ADMIN_PASSWORD", hide_env_values = true, requires = "admin_email")]
+    #[arg(
+        long,
+        env = "SOUK_ADMIN_PASSWORD",
+        hide_env_values = true,
+        requires = "admin_email"
+    )]
     admin_password: Option<Secret<String>>,
 }
 
@@ -83,6 +133,8 @@ impl AdminArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Service {
     User,
+    Product,
+    Cart,
     Gateway,
 }
 
@@ -99,6 +151,16 @@ struct ServeArgs {
     /// The user service, for the gateway.
     #[arg(long, env = "SOUK_USER_URL", default_value = "http://127.0.0.1:50051")]
     user_url: String,
+    /// The product service, for the gateway and the cart service.
+    #[arg(
+        long,
+        env = "SOUK_PRODUCT_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    product_url: String,
+    /// The cart service, for the gateway.
+    #[arg(long, env = "SOUK_CART_URL", default_value = "http://127.0.0.1:50051")]
+    cart_url: String,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -148,12 +210,27 @@ fn keys(jwt: &JwtArgs, allow_generated: bool) -> anyhow::Result<KeyPair> {
             public_pem: read_pem("SOUK_JWT_PUBLIC_KEY_FILE", public)?,
         }),
         (None, None) if allow_generated => {
-            tracing::warn!("no JWT key files given: using a development key pair made for this run");
+            tracing::warn!(
+                "no JWT key files given: using a development key pair made for this run"
+            );
             KeyPair::generate()
         }
-        (None, _) => anyhow::bail!("SOUK_JWT_PRIVATE_KEY_FILE: required (with SOUK_JWT_PUBLIC_KEY_FILE)"),
-        (_, None) => anyhow::bail!("SOUK_JWT_PUBLIC_KEY_FILE: required (with SOUK_JWT_PRIVATE_KEY_FILE)"),
+        (None, _) => {
+            anyhow::bail!("SOUK_JWT_PRIVATE_KEY_FILE: required (with SOUK_JWT_PUBLIC_KEY_FILE)")
+        }
+        (_, None) => {
+            anyhow::bail!("SOUK_JWT_PUBLIC_KEY_FILE: required (with SOUK_JWT_PRIVATE_KEY_FILE)")
+        }
     }
+}
+
+/// The verifier of access tokens, from the public key file that `who` cannot run without.
+fn verifier(jwt: &JwtArgs, who: &str) -> anyhow::Result<Verifier> {
+    let public = jwt
+        .jwt_public_key_file
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("SOUK_JWT_PUBLIC_KEY_FILE: required by {who}"))?;
+    Verifier::from_pem(&read_pem("SOUK_JWT_PUBLIC_KEY_FILE", public)?)
 }
 
 async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -166,16 +243,18 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     let config = souk::ShopConfig {
         shop_name: common.shop_name,
         database_url: args.database.database_url,
-        service_databases: args
-            .service_databases
-            .user_database_url
-            .map(|url| ("user", url))
-            .into_iter()
-            .collect(),
+        service_databases: args.service_databases.own(),
         keys: keys(&args.jwt, true)?,
         token_ttl: args.jwt.token_ttl_seconds,
         admin: args.admin.account(),
-        grpc_addrs: args.user_grpc_addr.map(|addr| ("user", addr)).into_iter().collect::<BTreeMap<_, _>>(),
+        grpc_addrs: [
+            ("user", args.user_grpc_addr),
+            ("product", args.product_grpc_addr),
+            ("cart", args.cart_grpc_addr),
+        ]
+        .into_iter()
+        .filter_map(|(service, addr)| Some((service, addr?)))
+        .collect::<BTreeMap<_, _>>(),
     };
     let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
     let shutdown = Shutdown::new();
@@ -191,11 +270,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         Service::User => {
             let keys = keys(&args.jwt, false)?;
             let service = souk_user::UserService::start(souk_user::Settings {
-                database: DatabaseLocation::resolve(
-                    args.service_databases.user_database_url,
-                    &args.database.database_url,
-                    &common.shop_name,
+                database: args.service_databases.location(
                     "user",
+                    &args.database,
+                    &common.shop_name,
                 ),
                 signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
@@ -206,14 +284,43 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(addr = %args.grpc_addr, "user service listening (gRPC)");
             service.serve(listener, shutdown).await
         }
+        Service::Product => {
+            let service = souk_product::ProductService::start(souk_product::Settings {
+                database: args.service_databases.location(
+                    "product",
+                    &args.database,
+                    &common.shop_name,
+                ),
+                verifier: verifier(&args.jwt, "the product service")?,
+            })
+            .await?;
+            let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
+            tracing::info!(addr = %args.grpc_addr, "product service listening (gRPC)");
+            service.serve(listener, shutdown).await
+        }
+        Service::Cart => {
+            let service = souk_cart::CartService::start(souk_cart::Settings {
+                database: args.service_databases.location(
+                    "cart",
+                    &args.database,
+                    &common.shop_name,
+                ),
+                verifier: verifier(&args.jwt, "the cart service")?,
+                product_url: args.product_url,
+            })
+            .await?;
+            let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
+            tracing::info!(addr = %args.grpc_addr, "cart service listening (gRPC)");
+            service.serve(listener, shutdown).await
+        }
         Service::Gateway => {
-            let public = args
-                .jwt
-                .jwt_public_key_file
-                .ok_or_else(|| anyhow::anyhow!("SOUK_JWT_PUBLIC_KEY_FILE: required by the gateway"))?;
             let settings = souk_gateway::Settings {
-                upstreams: souk_gateway::Upstreams { user: args.user_url },
-                verifier: Verifier::from_pem(&read_pem("SOUK_JWT_PUBLIC_KEY_FILE", &public)?)?,
+                upstreams: souk_gateway::Upstreams {
+                    user: args.user_url,
+                    product: args.product_url,
+                    cart: args.cart_url,
+                },
+                verifier: verifier(&args.jwt, "the gateway")?,
             };
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
             tracing::info!("gateway listening on http://{}", args.http_addr);
@@ -233,7 +340,11 @@ fn keygen(dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600))?;
     }
     std::fs::write(dir.join("public.pem"), &keys.public_pem)?;
-    eprintln!("wrote {} and {}", private.display(), dir.join("public.pem").display());
+    eprintln!(
+        "wrote {} and {}",
+        private.display(),
+        dir.join("public.pem").display()
+    );
     Ok(())
 }
 
@@ -251,12 +362,95 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let err = Cli::try_parse_from(["souk", "--shop-name", "Bad Name", "up"]).expect_err("invalid");
+        let err =
+            Cli::try_parse_from(["souk", "--shop-name", "Bad Name", "up"]).expect_err("invalid");
         assert!(err.to_string().contains("shop-name"), "{err}");
-        let err = Cli::try_parse_from(["souk", "up", "--token-ttl-seconds", "0"]).expect_err("invalid");
+        let err =
+            Cli::try_parse_from(["souk", "up", "--token-ttl-seconds", "0"]).expect_err("invalid");
         assert!(err.to_string().contains("token-ttl-seconds"), "{err}");
-        let err = Cli::try_parse_from(["souk", "up", "--admin-email", "a@b.c"]).expect_err("half an admin");
+        let err = Cli::try_parse_from(["souk", "up", "--admin-email", "a@b.c"])
+            .expect_err("half an admin");
         assert!(err.to_string().contains("admin-password"), "{err}");
+    }
+
+    #[test]
+    fn every_service_can_be_served_alone() {
+        for service in ["user", "product", "cart", "gateway"] {
+            let cli = Cli::try_parse_from(["souk", "serve", service]).expect(service);
+            assert!(matches!(cli.command, Command::Serve(_)), "{service}");
+        }
+    }
+
+    #[test]
+    fn a_service_database_of_its_own_takes_precedence() {
+        let cli = Cli::try_parse_from([
+            "souk",
+            "--shop-name",
+            "t1",
+            "serve",
+            "cart",
+            "--cart-database-url",
+            "postgres://db.example/carts",
+            "--product-url",
+            "http://product:50051",
+        ])
+        .expect("valid");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.product_url, "http://product:50051");
+        let cart = args
+            .service_databases
+            .location("cart", &args.database, &cli.common.shop_name);
+        assert!(
+            matches!(cart, DatabaseLocation::Own(url) if url.expose() == "postgres://db.example/carts")
+        );
+        let product =
+            args.service_databases
+                .location("product", &args.database, &cli.common.shop_name);
+        assert!(
+            matches!(product, DatabaseLocation::OnServer { database, .. } if database == "t1_product")
+        );
+    }
+
+    #[test]
+    fn up_takes_each_service_address() {
+        let cli = Cli::try_parse_from([
+            "souk",
+            "up",
+            "--product-grpc-addr",
+            "127.0.0.1:7002",
+            "--cart-grpc-addr",
+            "127.0.0.1:7003",
+        ])
+        .expect("valid");
+        let Command::Up(args) = cli.command else {
+            panic!("not up");
+        };
+        assert_eq!(
+            args.product_grpc_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7002)))
+        );
+        assert_eq!(
+            args.cart_grpc_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7003)))
+        );
+        assert_eq!(args.user_grpc_addr, None);
+    }
+
+    #[test]
+    fn services_alone_need_the_public_key() {
+        let jwt = JwtArgs {
+            jwt_private_key_file: None,
+            jwt_public_key_file: None,
+            token_ttl_seconds: Duration::from_secs(60),
+        };
+        let err = verifier(&jwt, "the cart service").expect_err("no key");
+        assert!(
+            err.to_string()
+                .starts_with("SOUK_JWT_PUBLIC_KEY_FILE: required by the cart service"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -267,6 +461,9 @@ mod tests {
             token_ttl_seconds: Duration::from_secs(60),
         };
         let err = keys(&jwt, true).expect_err("half a pair");
-        assert!(err.to_string().starts_with("SOUK_JWT_PUBLIC_KEY_FILE"), "{err}");
+        assert!(
+            err.to_string().starts_with("SOUK_JWT_PUBLIC_KEY_FILE"),
+            "{err}"
+        );
     }
 }

@@ -1,4 +1,6 @@
 //! One module per section of API.md, each with its own `router()`.
 
+pub mod cart;
+pub mod catalog;
 pub mod ops;
 pub mod users;

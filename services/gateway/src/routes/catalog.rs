@@ -1,0 +1,402 @@
+//! The Catalog section of API.md: products and categories. Reads are public; writes take an
+//! `Admin` (401 without a token, 403 for another role) and forward the token, so the product
+//! service checks the role again.
+//!
+//! `/api/products/categories` is a fixed segment beside `/api/products/{id}` (the router
+//! prefers it), so no product id is ever read as "categories".
+
+use axum::{Router, extract::State as AxumState, http::StatusCode, routing::get};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use souk_protos::v1::{
+    Category, CreateCategoryRequest, CreateProductRequest, DeleteCategoryRequest,
+    DeleteProductRequest, GetProductRequest, ListCategoriesRequest, ListProductsRequest, Product,
+    ProductInput, ProductPage, UpdateCategoryRequest, UpdateProductRequest,
+};
+use souk_shared::time;
+use uuid::Uuid;
+
+use crate::{
+    State,
+    error::{ApiError, ApiResult},
+    extract::{Admin, IdPath, Json, Query},
+};
+
+/// API.md: `page` ≥ 1, `page_size` 1..=100, 20 when not given.
+const DEFAULT_PAGE_SIZE: i64 = 20;
+const MAX_PAGE_SIZE: i64 = 100;
+
+pub fn router() -> Router<State> {
+    Router::new()
+        .route("/api/products", get(list_products).post(create_product))
+        .route(
+            "/api/products/{id}",
+            get(get_product).put(update_product).delete(delete_product),
+        )
+        .route(
+            "/api/products/categories",
+            get(list_categories)
+                .post(create_category)
+                .put(update_category_in_body),
+        )
+        .route(
+            "/api/products/categories/{categoryId}",
+            get(category_products)
+                .put(update_category)
+                .delete(delete_category),
+        )
+}
+
+/// `?page=&page_size=`, checked here before any service is asked.
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<i64>,
+    page_size: Option<i64>,
+}
+
+impl PageQuery {
+    fn checked(&self) -> ApiResult<(i64, i64)> {
+        let page = self.page.unwrap_or(1);
+        if page < 1 {
+            return Err(ApiError::invalid_field("page", "must be at least 1"));
+        }
+        let page_size = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(ApiError::invalid_field(
+                "page_size",
+                &format!("must be 1 to {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok((page, page_size))
+    }
+}
+
+/// A product as an admin sends it (create, and the whole of it again on update).
+#[derive(Debug, Deserialize)]
+struct ProductFields {
+    name: String,
+    description: String,
+    price_cents: i64,
+    stock: i64,
+    #[serde(default)]
+    category_id: Option<String>,
+}
+
+impl From<ProductFields> for ProductInput {
+    fn from(body: ProductFields) -> Self {
+        Self {
+            name: body.name,
+            description: body.description,
+            price_cents: body.price_cents,
+            stock: body.stock,
+            category_id: body.category_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CategoryFields {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CategoryWithId {
+    id: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ProductBody {
+    id: String,
+    name: String,
+    description: String,
+    price_cents: i64,
+    currency: String,
+    stock: i64,
+    category_id: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Product> for ProductBody {
+    fn from(product: Product) -> Self {
+        Self {
+            created_at: time::from_proto(product.created_at.as_ref()),
+            updated_at: time::from_proto(product.updated_at.as_ref()),
+            id: product.id,
+            name: product.name,
+            description: product.description,
+            price_cents: product.price_cents,
+            currency: product.currency,
+            stock: product.stock,
+            category_id: product.category_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PageBody {
+    items: Vec<ProductBody>,
+    page: i64,
+    page_size: i64,
+    total: i64,
+}
+
+impl From<ProductPage> for PageBody {
+    fn from(page: ProductPage) -> Self {
+        Self {
+            items: page.items.into_iter().map(ProductBody::from).collect(),
+            page: page.page,
+            page_size: page.page_size,
+            total: page.total,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CategoryBody {
+    id: String,
+    name: String,
+    description: String,
+}
+
+impl From<Category> for CategoryBody {
+    fn from(category: Category) -> Self {
+        Self {
+            id: category.id,
+            name: category.name,
+            description: category.description,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CategoryList {
+    items: Vec<CategoryBody>,
+}
+
+async fn list_products(
+    AxumState(state): AxumState<State>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<axum::Json<PageBody>> {
+    let (page, page_size) = query.checked()?;
+    list(&state, page, page_size, None).await
+}
+
+async fn category_products(
+    AxumState(state): AxumState<State>,
+    IdPath(category_id): IdPath,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<axum::Json<PageBody>> {
+    let (page, page_size) = query.checked()?;
+    list(&state, page, page_size, Some(category_id)).await
+}
+
+async fn list(
+    state: &State,
+    page: i64,
+    page_size: i64,
+    category_id: Option<Uuid>,
+) -> ApiResult<axum::Json<PageBody>> {
+    let listed = state
+        .services
+        .product
+        .clone()
+        .list_products(ListProductsRequest {
+            page,
+            page_size,
+            category_id: category_id.map(|id| id.to_string()),
+        })
+        .await?
+        .into_inner();
+    Ok(axum::Json(listed.into()))
+}
+
+async fn get_product(
+    AxumState(state): AxumState<State>,
+    IdPath(id): IdPath,
+) -> ApiResult<axum::Json<ProductBody>> {
+    let product = state
+        .services
+        .product
+        .clone()
+        .get_product(GetProductRequest { id: id.to_string() })
+        .await?
+        .into_inner();
+    Ok(axum::Json(product.into()))
+}
+
+async fn create_product(
+    AxumState(state): AxumState<State>,
+    Admin(admin): Admin,
+    Json(body): Json<ProductFields>,
+) -> ApiResult<(StatusCode, axum::Json<ProductBody>)> {
+    let product = state
+        .services
+        .product
+        .clone()
+        .create_product(admin.request(CreateProductRequest {
+            product: Some(body.into()),
+        }))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, axum::Json(product.into())))
+}
+
+async fn update_product(
+    AxumState(state): AxumState<State>,
+    Admin(admin): Admin,
+    IdPath(id): IdPath,
+    Json(body): Json<ProductFields>,
+) -> ApiResult<axum::Json<ProductBody>> {
+    let product = state
+        .services
+        .product
+        .clone()
+        .update_product(admin.request(UpdateProductRequest {
+            id: id.to_string(),
+            product: Some(body.into()),
+        }))
+        .await?
+        .into_inner();
+    Ok(axum::Json(product.into()))
+}
+
+async fn delete_product(
+    AxumState(state): AxumState<State>,
+    Admin(admin): Admin,
+    IdPath(id): IdPath,
+) -> ApiResult<StatusCode> {
+    state
+        .services
+        .product
+        .clone()
+        .delete_product(admin.request(DeleteProductRequest { id: id.to_string() }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_categories(
+    AxumState(state): AxumState<State>,
+) -> ApiResult<axum::Json<CategoryList>> {
+    let listed = state
+        .services
+        .product
+        .clone()
+        .list_categories(ListCategoriesRequest {})
+        .await?
+        .into_inner();
+    Ok(axum::Json(CategoryList {
+        items: listed.items.into_iter().map(CategoryBody::from).collect(),
+    }))
+}
+
+async fn create_category(
+    AxumState(state): AxumState<State>,
+    Admin(admin): Admin,
+    Json(body): Json<CategoryFields>,
+) -> ApiResult<(StatusCode, axum::Json<CategoryBody>)> {
+    let category = state
+        .services
+        .product
+        .clone()
+        .create_category(admin.request(CreateCategoryRequest {
+            name: body.name,
+            description: body.description,
+        }))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, axum::Json(category.into())))
+}
+
+/// `PUT /api/products/categories` names the category in the body.
+async fn update_category_in_body(
+    AxumState(state): AxumState<State>,
+    Admin(admin): Admin,
+    Json(body): Json<CategoryWithId>,
+) -> ApiResult<axum::Json<CategoryBody>> {
+    let id = Uuid::parse_str(body.id.trim())
+        .map_err(|_| ApiError::invalid_field("id", "must be a UUID"))?;
+    let fields = CategoryFields {
+        name: body.name,
+        description: body.description,
+    };
+    save_category(&state, &admin, id, fields).await
+}
+
+async fn update_category(
+    AxumState(state): AxumState<State>,
+    Admin(admin): Admin,
+    IdPath(id): IdPath,
+    Json(body): Json<CategoryFields>,
+) -> ApiResult<axum::Json<CategoryBody>> {
+    save_category(&state, &admin, id, body).await
+}
+
+async fn save_category(
+    state: &State,
+    admin: &crate::extract::AuthUser,
+    id: Uuid,
+    fields: CategoryFields,
+) -> ApiResult<axum::Json<CategoryBody>> {
+    let category = state
+        .services
+        .product
+        .clone()
+        .update_category(admin.request(UpdateCategoryRequest {
+            id: id.to_string(),
+            name: fields.name,
+            description: fields.description,
+        }))
+        .await?
+        .into_inner();
+    Ok(axum::Json(category.into()))
+}
+
+async fn delete_category(
+    AxumState(state): AxumState<State>,
+    Admin(admin): Admin,
+    IdPath(id): IdPath,
+) -> ApiResult<StatusCode> {
+    state
+        .services
+        .product
+        .clone()
+        .delete_category(admin.request(DeleteCategoryRequest { id: id.to_string() }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(page: Option<i64>, page_size: Option<i64>) -> PageQuery {
+        PageQuery { page, page_size }
+    }
+
+    #[test]
+    fn pages_default_to_the_first_twenty() {
+        assert_eq!(query(None, None).checked(), Ok((1, 20)));
+        assert_eq!(query(Some(3), Some(100)).checked(), Ok((3, 100)));
+    }
+
+    #[test]
+    fn out_of_range_pages_name_the_parameter() {
+        for (q, field) in [
+            (query(Some(0), None), "page"),
+            (query(Some(-2), None), "page"),
+            (query(None, Some(0)), "page_size"),
+            (query(None, Some(101)), "page_size"),
+        ] {
+            let Err(ApiError::BadRequest { errors, .. }) = q.checked() else {
+                panic!("{field} accepted");
+            };
+            assert!(errors.contains_key(field), "{errors:?}");
+        }
+    }
+}
