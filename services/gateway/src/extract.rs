@@ -42,11 +42,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {inner}")
-        } else {
-            strip_position(&inner.to_string())
-        };
+        // A document that is not JSON at all is not one field's fault, wherever it broke off.
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(format!("malformed JSON: {inner}"));
+        }
+        let message = strip_position(&inner.to_string());
         if path.is_empty() || path == "." {
             ApiError::bad_request(message)
         } else {

@@ -47,20 +47,33 @@ pub fn router() -> Router<State> {
         )
 }
 
-/// `?page=&page_size=`, checked here before any service is asked.
+/// `?page=&page_size=`, checked here before any service is asked. An empty value (`page=`, as
+/// an HTML form sends an empty field) is the same as none: the default.
 #[derive(Debug, Deserialize)]
 struct PageQuery {
-    page: Option<i64>,
-    page_size: Option<i64>,
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+/// A whole number from the query, `None` when absent or empty.
+fn whole_number(field: &str, raw: Option<&str>) -> ApiResult<Option<i64>> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid_field(field, "must be a whole number")),
+    }
 }
 
 impl PageQuery {
     fn checked(&self) -> ApiResult<(i64, i64)> {
-        let page = self.page.unwrap_or(1);
+        let page = whole_number("page", self.page.as_deref())?.unwrap_or(1);
         if page < 1 {
             return Err(ApiError::invalid_field("page", "must be at least 1"));
         }
-        let page_size = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+        let page_size =
+            whole_number("page_size", self.page_size.as_deref())?.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
             return Err(ApiError::invalid_field(
                 "page_size",
@@ -375,23 +388,30 @@ async fn delete_category(
 mod tests {
     use super::*;
 
-    fn query(page: Option<i64>, page_size: Option<i64>) -> PageQuery {
-        PageQuery { page, page_size }
+    fn query(page: Option<&str>, page_size: Option<&str>) -> PageQuery {
+        PageQuery {
+            page: page.map(str::to_owned),
+            page_size: page_size.map(str::to_owned),
+        }
     }
 
     #[test]
     fn pages_default_to_the_first_twenty() {
         assert_eq!(query(None, None).checked(), Ok((1, 20)));
-        assert_eq!(query(Some(3), Some(100)).checked(), Ok((3, 100)));
+        assert_eq!(query(Some(""), Some(" ")).checked(), Ok((1, 20)));
+        assert_eq!(query(Some("3"), Some("100")).checked(), Ok((3, 100)));
     }
 
     #[test]
-    fn out_of_range_pages_name_the_parameter() {
+    fn out_of_range_or_malformed_pages_name_the_parameter() {
         for (q, field) in [
-            (query(Some(0), None), "page"),
-            (query(Some(-2), None), "page"),
-            (query(None, Some(0)), "page_size"),
-            (query(None, Some(101)), "page_size"),
+            (query(Some("0"), None), "page"),
+            (query(Some("-2"), None), "page"),
+            (query(Some("1.5"), None), "page"),
+            (query(Some("one"), None), "page"),
+            (query(None, Some("0")), "page_size"),
+            (query(None, Some("101")), "page_size"),
+            (query(None, Some("99999999999999999999")), "page_size"),
         ] {
             let Err(ApiError::BadRequest { errors, .. }) = q.checked() else {
                 panic!("{field} accepted");
