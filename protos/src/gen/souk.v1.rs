@@ -538,8 +538,10 @@ pub struct GetProductRequest {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListProductsRequest {
+    /// At least 1; 0 (unset) means 1.
     #[prost(int64, tag = "1")]
     pub page: i64,
+    /// 1 to 100; 0 (unset) means 20.
     #[prost(int64, tag = "2")]
     pub page_size: i64,
     #[prost(string, optional, tag = "3")]
@@ -783,7 +785,8 @@ pub mod product_service_client {
                 .insert(GrpcMethod::new("souk.v1.ProductService", "GetProduct"));
             self.inner.unary(req, path, codec).await
         }
-        /// Newest first, ties broken by id; optionally one category's products.
+        /// Newest first, ties broken by id; optionally one category's products (NOT_FOUND for an
+        /// unknown category). `total` is exact and counted in the same snapshot as the page.
         pub async fn list_products(
             &mut self,
             request: impl tonic::IntoRequest<super::ListProductsRequest>,
@@ -805,7 +808,8 @@ pub mod product_service_client {
                 .insert(GrpcMethod::new("souk.v1.ProductService", "ListProducts"));
             self.inner.unary(req, path, codec).await
         }
-        /// Many products in one round trip (cart and order pricing). Unknown ids are left out.
+        /// Many products (at most 1000 ids) in one round trip, for cart and order pricing. Unknown
+        /// ids are left out; the rest come once each, in the order first asked for.
         pub async fn batch_get_products(
             &mut self,
             request: impl tonic::IntoRequest<super::BatchGetProductsRequest>,
@@ -970,12 +974,14 @@ pub mod product_service_server {
             &self,
             request: tonic::Request<super::GetProductRequest>,
         ) -> std::result::Result<tonic::Response<super::Product>, tonic::Status>;
-        /// Newest first, ties broken by id; optionally one category's products.
+        /// Newest first, ties broken by id; optionally one category's products (NOT_FOUND for an
+        /// unknown category). `total` is exact and counted in the same snapshot as the page.
         async fn list_products(
             &self,
             request: tonic::Request<super::ListProductsRequest>,
         ) -> std::result::Result<tonic::Response<super::ProductPage>, tonic::Status>;
-        /// Many products in one round trip (cart and order pricing). Unknown ids are left out.
+        /// Many products (at most 1000 ids) in one round trip, for cart and order pricing. Unknown
+        /// ids are left out; the rest come once each, in the order first asked for.
         async fn batch_get_products(
             &self,
             request: tonic::Request<super::BatchGetProductsRequest>,
@@ -1783,7 +1789,8 @@ pub mod cart_service_client {
                 .insert(GrpcMethod::new("souk.v1.CartService", "GetCart"));
             self.inner.unary(req, path, codec).await
         }
-        /// Adds to the quantity already there.
+        /// Adds to the quantity already there. NOT_FOUND for an unknown product; FAILED_PRECONDITION
+        /// when the line would hold more than the product's stock.
         pub async fn add_item(
             &mut self,
             request: impl tonic::IntoRequest<super::AddItemRequest>,
@@ -1805,6 +1812,7 @@ pub mod cart_service_client {
                 .insert(GrpcMethod::new("souk.v1.CartService", "AddItem"));
             self.inner.unary(req, path, codec).await
         }
+        /// Sets the line's quantity, starting the line if needed; same errors as AddItem.
         pub async fn set_item_quantity(
             &mut self,
             request: impl tonic::IntoRequest<super::SetItemQuantityRequest>,
@@ -1909,11 +1917,13 @@ pub mod cart_service_server {
             &self,
             request: tonic::Request<super::GetCartRequest>,
         ) -> std::result::Result<tonic::Response<super::Cart>, tonic::Status>;
-        /// Adds to the quantity already there.
+        /// Adds to the quantity already there. NOT_FOUND for an unknown product; FAILED_PRECONDITION
+        /// when the line would hold more than the product's stock.
         async fn add_item(
             &self,
             request: tonic::Request<super::AddItemRequest>,
         ) -> std::result::Result<tonic::Response<super::Cart>, tonic::Status>;
+        /// Sets the line's quantity, starting the line if needed; same errors as AddItem.
         async fn set_item_quantity(
             &self,
             request: tonic::Request<super::SetItemQuantityRequest>,
