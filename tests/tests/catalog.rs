@@ -6,7 +6,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use souk_e2e::{Session, TestShop, json};
+use souk_e2e::{Options, Session, TestShop, json};
 
 fn product(name: &str, price_cents: i64, stock: i64) -> Value {
     json!({"name": name, "description": format!("About {name}"), "price_cents": price_cents, "stock": stock})
@@ -609,4 +609,38 @@ async fn readiness_covers_the_catalog_and_cart_services() {
     let ready = reply.expect(StatusCode::OK);
     assert_eq!(ready["services"]["product"], "serving");
     assert_eq!(ready["services"]["cart"], "serving");
+}
+
+#[tokio::test]
+async fn a_lost_product_database_is_a_503_and_the_catalog_recovers() {
+    let mut shop = TestShop::start_with(Options {
+        proxied_databases: vec!["product"],
+    })
+    .await;
+    let admin = shop.admin().await;
+    let made = create_product(&shop, &admin, &product("Sencha", 100, 1)).await;
+    let path = format!("/api/products/{}", id(&made));
+    let Some(local) = shop.local() else { return };
+    local.database_proxies["product"].cut();
+    for reply in [
+        shop.get(&path, None).await,
+        shop.get("/api/products", None).await,
+        shop.post(
+            "/api/products",
+            Some(&admin.token),
+            &product("Matcha", 1, 1),
+        )
+        .await,
+    ] {
+        reply.expect(StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!reply.text.to_lowercase().contains("sql"), "{}", reply.text);
+    }
+    shop.local().expect("in-process").database_proxies["product"]
+        .restore()
+        .await;
+    shop.wait_for(&path, None, std::time::Duration::from_secs(10), |r| {
+        r.status == StatusCode::OK
+    })
+    .await;
+    create_product(&shop, &admin, &product("Matcha", 1, 1)).await;
 }

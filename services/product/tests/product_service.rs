@@ -23,6 +23,8 @@ struct App {
     client: ProductServiceClient<Channel>,
     admin: String,
     customer: String,
+    /// Another Souk service acting on its own: not an admin either.
+    service: String,
     db: TestDatabase,
     shutdown: Shutdown,
 }
@@ -59,6 +61,9 @@ async fn app() -> App {
         customer: signer
             .sign(Uuid::new_v4(), Role::Customer)
             .expect("customer token"),
+        service: signer
+            .sign(Uuid::new_v4(), Role::Service)
+            .expect("service token"),
         db,
         shutdown,
     }
@@ -169,11 +174,12 @@ async fn writes_need_an_admin_token_and_change_nothing_otherwise() {
     let mut app = app().await;
     let product = app.product("Sencha").await;
     let category = app.category("Tea").await;
-    let customer = app.customer.clone();
+    let (customer, service) = (app.customer.clone(), app.service.clone());
     for (token, code) in [
         (None, Code::Unauthenticated),
         (Some("not-a-jwt"), Code::Unauthenticated),
         (Some(customer.as_str()), Code::PermissionDenied),
+        (Some(service.as_str()), Code::PermissionDenied),
     ] {
         fn request<T>(message: T, token: Option<&str>) -> Request<T> {
             match token {
