@@ -419,6 +419,12 @@ async fn a_deleted_product_is_gone() {
         .await
         .expect_err("twice");
     assert_eq!(again.code(), Code::NotFound);
+    let malformed = app
+        .client
+        .delete_product(app.as_admin(DeleteProductRequest { id: "x".into() }))
+        .await
+        .expect_err("malformed");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
     let all = app.list(page(1, 20)).await.expect("list");
     assert_eq!(all.total, 1);
     assert_eq!(all.items, [keep]);
@@ -724,6 +730,24 @@ async fn invalid_or_unknown_categories_fail_cleanly() {
             .expect_err(field);
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().starts_with(&format!("{field}: ")), "{err:?}");
+    }
+    let malformed_update = app
+        .client
+        .update_category(app.as_admin(UpdateCategoryRequest {
+            id: "tea".into(),
+            name: "Tea".into(),
+            description: String::new(),
+        }))
+        .await
+        .expect_err("malformed update");
+    let malformed_delete = app
+        .client
+        .delete_category(app.as_admin(DeleteCategoryRequest { id: "tea".into() }))
+        .await
+        .expect_err("malformed delete");
+    for err in [malformed_update, malformed_delete] {
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().starts_with("id: "), "{err:?}");
     }
     let unknown = Uuid::now_v7().to_string();
     let err = app
