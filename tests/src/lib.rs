@@ -25,6 +25,12 @@ pub use serde_json::json;
 pub struct Options {
     /// Services whose database connection goes through a `TcpProxy` the test can cut.
     pub proxied_databases: Vec<&'static str>,
+    /// The shop reaches NATS through a `TcpProxy` the test can cut (`Local::nats_proxy`).
+    pub proxied_nats: bool,
+    /// The checkout saga's deadline, when not the default.
+    pub saga_timeout: Option<Duration>,
+    /// Services that consume no events, as if they never answered.
+    pub silent_participants: Vec<&'static str>,
 }
 
 /// A shop under test.
@@ -43,6 +49,7 @@ pub struct Local {
     pub shop: RunningShop,
     pub keys: KeyPair,
     pub database_proxies: BTreeMap<&'static str, TcpProxy>,
+    pub nats_proxy: Option<TcpProxy>,
     shop_name: ShopName,
 }
 
@@ -149,18 +156,30 @@ impl TestShop {
             database_proxies.insert(service, proxy);
         }
 
-        let config = ShopConfig {
-            shop_name: shop_name.clone(),
-            database_url: Secret::new(testing::server_url()),
-            service_databases,
-            keys: keys.clone(),
-            token_ttl: Duration::from_secs(900),
-            admin: Some(souk_user::AdminAccount {
-                email: admin_email.clone(),
-                password: Secret::new(admin_password.clone()),
-            }),
-            grpc_addrs: BTreeMap::new(),
+        let nats_proxy = if options.proxied_nats {
+            Some(TcpProxy::start(testing::nats_addr()).await)
+        } else {
+            None
         };
+        let nats_url = nats_proxy.as_ref().map_or_else(testing::nats_url, |proxy| {
+            format!("nats://{}", proxy.addr())
+        });
+        let mut config = ShopConfig::new(
+            shop_name.clone(),
+            Secret::new(testing::server_url()),
+            nats_url,
+            keys.clone(),
+        );
+        config.service_databases = service_databases;
+        config.token_ttl = Duration::from_secs(900);
+        config.admin = Some(souk_user::AdminAccount {
+            email: admin_email.clone(),
+            password: Secret::new(admin_password.clone()),
+        });
+        if let Some(timeout) = options.saga_timeout {
+            config.saga_timeout = timeout;
+        }
+        config.silent_participants = options.silent_participants;
         let listener = testing::listener().await;
         let shop = souk::up(config, listener, Shutdown::new())
             .await
@@ -174,6 +193,7 @@ impl TestShop {
                 shop,
                 keys,
                 database_proxies,
+                nats_proxy,
                 shop_name,
             }),
         }
@@ -320,7 +340,129 @@ impl Drop for TestShop {
                 .map(|s| local.shop_name.database_name(s))
                 .collect();
             testing::drop_databases(databases);
+            testing::delete_stream(&local.shop_name);
         }
+    }
+}
+
+/// A payment as the payment service records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentView {
+    /// `captured`, `declined`, `refunded` or `voided`.
+    pub status: String,
+    pub amount_cents: i64,
+}
+
+impl TestShop {
+    /// The payment of an order, asked of the payment service directly (it has no REST route):
+    /// `None` when there is none, or when the shop is remote.
+    pub async fn payment_of(&self, order_id: &str) -> Option<PaymentView> {
+        use souk_protos::v1::{
+            GetPaymentRequest, PaymentStatus, payment_service_client::PaymentServiceClient,
+        };
+        let local = self.local.as_ref()?;
+        let signer = souk_shared::jwt::Signer::from_pem(
+            local.keys.private_pem.expose(),
+            Duration::from_secs(60),
+        )
+        .expect("signer");
+        let token = signer
+            .sign(uuid::Uuid::new_v4(), souk_shared::jwt::Role::Admin)
+            .expect("token");
+        let addr = local.shop.grpc_addrs["payment"];
+        let mut client = PaymentServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("payment service");
+        let request = GetPaymentRequest {
+            order_id: order_id.to_owned(),
+        };
+        match client
+            .get_payment(souk_shared::auth::with_token(request, &token))
+            .await
+        {
+            Ok(payment) => {
+                let payment = payment.into_inner();
+                let status = match payment.status() {
+                    PaymentStatus::Captured => "captured",
+                    PaymentStatus::Declined => "declined",
+                    PaymentStatus::Refunded => "refunded",
+                    PaymentStatus::Voided => "voided",
+                    PaymentStatus::Unspecified => "unspecified",
+                };
+                Some(PaymentView {
+                    status: status.to_owned(),
+                    amount_cents: payment.amount_cents,
+                })
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => panic!("payment service: {status}"),
+        }
+    }
+}
+
+/// The durable consumers of a shop's stream.
+pub const CONSUMERS: &[&str] = &["product", "cart", "order"];
+
+impl Local {
+    /// Publishes every event of the shop's stream again, each under a new message id (so the
+    /// stream's deduplication lets it through and only the consumers' inboxes stand in the way).
+    /// Returns how many.
+    pub async fn republish_all_events(&self) -> usize {
+        let bus = self.shop.bus();
+        let mut stream = bus
+            .jetstream()
+            .get_stream(souk_shared::events::stream_name(&self.shop_name))
+            .await
+            .expect("stream");
+        let total = stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence;
+        let mut republished = 0;
+        for sequence in 1..=total {
+            // A sequence may have been removed (the stream keeps no gaps otherwise).
+            let Ok(message) = stream.get_raw_message(sequence).await else {
+                continue;
+            };
+            if message.subject.contains(".deadletter.") {
+                continue;
+            }
+            let copy = async_nats::jetstream::message::PublishMessage::build()
+                .message_id(uuid::Uuid::new_v4().to_string())
+                .payload(message.payload.clone());
+            bus.jetstream()
+                .send_publish(message.subject.to_string(), copy)
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+            republished += 1;
+        }
+        republished
+    }
+
+    /// Waits until every consumer has handled (and acknowledged) all it was given.
+    pub async fn wait_for_consumers_idle(&self, timeout: Duration) {
+        let stream_name = souk_shared::events::stream_name(&self.shop_name);
+        testing::eventually("the consumers to catch up", timeout, || async {
+            let stream = self
+                .shop
+                .bus()
+                .jetstream()
+                .get_stream(&stream_name)
+                .await
+                .ok()?;
+            for name in CONSUMERS {
+                let info = stream.consumer_info(*name).await.ok()?;
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
     }
 }
 

@@ -51,6 +51,7 @@ async fn readyz_follows_the_services() {
 async fn a_lost_database_is_a_503_and_the_service_recovers_without_a_restart() {
     let mut shop = TestShop::start_with(Options {
         proxied_databases: vec!["user"],
+        ..Options::default()
     })
     .await;
     let Some(local) = shop.local() else { return };

@@ -98,6 +98,7 @@ impl CartService {
         let consumer = self.events.map(|events| {
             let config = ConsumerConfig {
                 name: "cart",
+                filter: "order.confirmed",
                 events: checkout::EVENTS,
                 max_deliver: events.max_deliver,
             };

@@ -10,7 +10,7 @@ mod metrics;
 mod routes;
 mod upstream;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{Router, extract::DefaultBodyLimit};
 use souk_shared::{Shutdown, jwt::Verifier};
@@ -29,6 +29,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct Settings {
     pub upstreams: Upstreams,
     pub verifier: Verifier,
+    /// The rest of the process's metrics (services, consumers, relayers), served on `/metrics`
+    /// after the gateway's own when the whole shop runs in one process.
+    pub process_metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
 
 /// What every handler can reach.
@@ -46,13 +49,14 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
     let state = Arc::new(AppState {
         verifier: settings.verifier,
         services: upstream::Clients::new(&settings.upstreams)?,
-        metrics: metrics::Metrics::new(),
+        metrics: metrics::Metrics::new(settings.process_metrics),
     });
     let request_id = http::HeaderName::from_static("x-request-id");
     let app = Router::new()
         .merge(routes::users::router())
         .merge(routes::catalog::router())
         .merge(routes::cart::router())
+        .merge(routes::orders::router())
         .merge(routes::ops::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
@@ -68,7 +72,10 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
                 .unwrap_or("-");
             tracing::info_span!("http", method = %request.method(), uri = %request.uri().path(), request_id = id)
         }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outermost: every request runs in the trace its `traceparent` continues (or a new
+        // one), and the gRPC calls it makes carry it on.
+        .layer(souk_shared::trace::ServerLayer);
     Ok(app)
 }
 
@@ -84,6 +91,3 @@ pub async fn serve(
         .await
         .map_err(|err| anyhow::anyhow!("gateway HTTP server failed: {err}"))
 }
-
-/// How long the gateway waits for a service before answering 503.
-pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);

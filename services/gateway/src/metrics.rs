@@ -2,7 +2,7 @@
 //! The registry belongs to one gateway (not the process), so several shops in one process, as in
 //! tests, keep their figures apart.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request},
@@ -35,6 +35,8 @@ type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The rest of the process's figures, when it runs a whole shop.
+    process: Option<Arc<Registry>>,
     requests: Family<RequestLabels, Counter>,
     latency: Histograms,
 }
@@ -46,7 +48,7 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(process: Option<Arc<Registry>>) -> Self {
         let mut registry = Registry::with_prefix("souk_gateway");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Histograms = Family::new_with_constructor(latency_histogram);
@@ -62,6 +64,7 @@ impl Metrics {
         );
         Self {
             registry,
+            process,
             requests,
             latency,
         }
@@ -69,8 +72,16 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| {
+                self.process
+                    .as_ref()
+                    .map_or(Ok(()), |process| encode_registry(&mut out, process))
+            })
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(err) = encoded {
             tracing::error!(error = %err, "cannot encode metrics");
         }
         out

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use souk_protos::v1::{
-    cart_service_client::CartServiceClient, product_service_client::ProductServiceClient,
-    user_service_client::UserServiceClient,
+    cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
+    product_service_client::ProductServiceClient, user_service_client::UserServiceClient,
 };
-use tonic::transport::{Channel, Endpoint};
+use souk_shared::{grpc::channel, trace::TracedChannel as Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -18,6 +18,7 @@ pub struct Upstreams {
     pub user: String,
     pub product: String,
     pub cart: String,
+    pub order: String,
 }
 
 #[derive(Debug, Clone)]
@@ -25,17 +26,9 @@ pub(crate) struct Clients {
     pub user: UserServiceClient<Channel>,
     pub product: ProductServiceClient<Channel>,
     pub cart: CartServiceClient<Channel>,
+    pub order: OrderServiceClient<Channel>,
     /// Service name and channel, for readiness.
     checks: Vec<(&'static str, Channel)>,
-}
-
-fn channel(setting: &str, url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|err| anyhow::anyhow!("{setting}: invalid URL {url:?}: {err}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(crate::UPSTREAM_TIMEOUT)
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
 }
 
 impl Clients {
@@ -43,11 +36,18 @@ impl Clients {
         let user = channel("SOUK_USER_URL", &upstreams.user)?;
         let product = channel("SOUK_PRODUCT_URL", &upstreams.product)?;
         let cart = channel("SOUK_CART_URL", &upstreams.cart)?;
+        let order = channel("SOUK_ORDER_URL", &upstreams.order)?;
         Ok(Self {
             user: UserServiceClient::new(user.clone()),
             product: ProductServiceClient::new(product.clone()),
             cart: CartServiceClient::new(cart.clone()),
-            checks: vec![("user", user), ("product", product), ("cart", cart)],
+            order: OrderServiceClient::new(order.clone()),
+            checks: vec![
+                ("user", user),
+                ("product", product),
+                ("cart", cart),
+                ("order", order),
+            ],
         })
     }
 

@@ -191,7 +191,7 @@ impl OrderService for Handler {
             total_cents,
         };
         let mut tx = self.0.store.pool().begin().await.map_err(Error::from)?;
-        if !Store::insert(&mut tx, &new).await? {
+        let Some(order) = Store::insert(&mut tx, &new).await? else {
             // The same key won a race with this request: answer with its order.
             drop(tx);
             let key = key.unwrap_or_default();
@@ -201,18 +201,13 @@ impl OrderService for Handler {
                 .ok_or_else(|| {
                     Error::Internal(anyhow::anyhow!("idempotent order vanished")).into()
                 });
-        }
+        };
         outbox::enqueue(&mut tx, &self.0.saga.shop, &event)
             .await
             .map_err(Error::from)?;
         tx.commit().await.map_err(Error::from)?;
         tracing::info!(order_id = %id, total_cents, "order placed");
-        let order = self
-            .0
-            .store
-            .find(id)
-            .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("new order vanished")))?;
+        // The order as placed: the saga may already be further along by the time we answer.
         Ok(Response::new(to_proto(order)))
     }
 

@@ -104,6 +104,7 @@ impl OrderService {
             pool.clone(),
             ConsumerConfig {
                 name: "order",
+                filter: "stock.*",
                 events: saga::EVENTS,
                 max_deliver: self.max_deliver,
             },

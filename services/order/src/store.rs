@@ -116,26 +116,28 @@ impl Store {
         &self.pool
     }
 
-    /// Inserts the order and its items; `false` when the user already has an order with this
-    /// idempotency key (nothing is inserted then).
-    pub async fn insert(tx: &mut PgConnection, order: &NewOrder<'_>) -> Result<bool, Error> {
+    /// Inserts the order and its items, and returns it as stored (`PENDING`); `None` when the
+    /// user already has an order with this idempotency key (nothing is inserted then).
+    pub async fn insert(
+        tx: &mut PgConnection,
+        order: &NewOrder<'_>,
+    ) -> Result<Option<Order>, Error> {
         let inserted = sqlx::query!(
             r#"insert into orders (id, user_id, status, total_cents, idempotency_key, saga_step, deadline)
                values ($1, $2, 'PENDING', $3, $4, 'reserving_stock', $5)
-               on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing"#,
+               on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
+               returning created_at, updated_at"#,
             order.id,
             order.user_id,
             order.total_cents,
             order.idempotency_key,
             order.deadline,
         )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
-            return Ok(false);
-        }
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(stamps) = inserted else {
+            return Ok(None);
+        };
         let product_ids: Vec<Uuid> = order.items.iter().map(|i| i.product_id).collect();
         let names: Vec<String> = order.items.iter().map(|i| i.name.clone()).collect();
         let prices: Vec<i64> = order.items.iter().map(|i| i.unit_price_cents).collect();
@@ -151,7 +153,16 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        Ok(true)
+        Ok(Some(Order {
+            id: order.id,
+            user_id: order.user_id,
+            status: Status::Pending,
+            failure_reason: None,
+            total_cents: order.total_cents,
+            items: order.items.to_vec(),
+            created_at: stamps.created_at,
+            updated_at: stamps.updated_at,
+        }))
     }
 
     pub async fn find_by_key(&self, user_id: Uuid, key: &str) -> Result<Option<Order>, Error> {

@@ -87,6 +87,7 @@ impl ProductService {
             });
             let config = ConsumerConfig {
                 name: "product",
+                filter: "order.*",
                 events: reservations::EVENTS,
                 max_deliver: events.max_deliver,
             };

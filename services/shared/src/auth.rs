@@ -38,7 +38,9 @@ impl Caller {
         if self.role == Role::Service {
             Ok(())
         } else {
-            Err(Error::PermissionDenied("only Souk services may call this".into()))
+            Err(Error::PermissionDenied(
+                "only Souk services may call this".into(),
+            ))
         }
     }
 

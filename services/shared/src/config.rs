@@ -95,6 +95,27 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A duration: whole seconds (`30`), or a number with a unit (`500ms`, `30s`, `2m`); positive.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("{s:?} is not a duration (e.g. 30, 30s, 500ms, 2m)");
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| invalid())?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(invalid)?),
+        _ => return Err(invalid()),
+    };
+    if duration.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(duration)
+}
+
 /// Settings every process has.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
@@ -129,6 +150,17 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: Secret<String>,
+}
+
+/// The shop's NATS server, with JetStream.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    #[arg(long, env = "SOUK_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Attempts at handling a failing event before it goes to the dead-letter subject.
+    #[arg(long, env = "SOUK_MAX_DELIVER", default_value = "5", value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub max_deliver: i64,
 }
 
 /// The JWT key pair (PEM files). Without them `souk up` generates a development pair.
@@ -168,6 +200,17 @@ mod tests {
         }
         let shop: ShopName = "t1".parse().expect("valid");
         assert_eq!(shop.database_name("user"), "t1_user");
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "0", "0s", "-1", "1.5s", "5h", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -78,7 +78,11 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerConfig {
     /// The durable name, e.g. `product`.
     pub name: &'static str,
-    /// The event types it handles, e.g. `["order.created", "order.cancelled"]`.
+    /// The subjects it reads, after the shop's prefix: one subject or a wildcard such as
+    /// `order.*` (NATS 2.9, which this must run on, takes one filter per consumer).
+    pub filter: &'static str,
+    /// The event types it handles, e.g. `["order.created", "order.cancelled"]`; other events
+    /// that match the filter are acknowledged and skipped.
     pub events: &'static [&'static str],
     /// Attempts before a failing event is dead-lettered.
     pub max_deliver: i64,
@@ -216,6 +220,10 @@ async fn handle_message(
         Ok(envelope) => envelope,
         Err(err) => return dead_letter(bus, config, metrics, &message, &err.to_string()).await,
     };
+    if !config.events.contains(&envelope.event_type.as_str()) {
+        tracing::trace!(consumer = config.name, event_type = %envelope.event_type, "not for this consumer");
+        return ack(&message, AckKind::Ack).await;
+    }
     let trace = crate::trace::continue_from(envelope.traceparent.as_deref());
     let span = tracing::info_span!(
         "event", consumer = config.name, event_type = %envelope.event_type, event_id = %envelope.id,

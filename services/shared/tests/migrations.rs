@@ -14,7 +14,10 @@ fn services_carry_exact_copies_of_the_outbox_and_inbox_migrations() {
             .map(|entry| entry.expect("entry").path())
             .find(|path| path.to_string_lossy().ends_with(name))
             .expect("reference file");
-        (path.file_name().expect("name").to_owned(), fs::read_to_string(&path).expect("read"))
+        (
+            path.file_name().expect("name").to_owned(),
+            fs::read_to_string(&path).expect("read"),
+        )
     };
     let (outbox_name, outbox) = reference("_outbox.sql");
     let (inbox_name, inbox) = reference("_inbox.sql");
@@ -37,11 +40,25 @@ fn services_carry_exact_copies_of_the_outbox_and_inbox_migrations() {
             if !needed {
                 continue;
             }
-            let copy = fs::read_to_string(dir.join("migrations").join(name))
-                .unwrap_or_else(|_| panic!("{} lacks migrations/{}", dir.display(), name.to_string_lossy()));
-            assert_eq!(&copy, text, "{}: migrations/{} differs from the reference", dir.display(), name.to_string_lossy());
+            let copy = fs::read_to_string(dir.join("migrations").join(name)).unwrap_or_else(|_| {
+                panic!(
+                    "{} lacks migrations/{}",
+                    dir.display(),
+                    name.to_string_lossy()
+                )
+            });
+            assert_eq!(
+                &copy,
+                text,
+                "{}: migrations/{} differs from the reference",
+                dir.display(),
+                name.to_string_lossy()
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 4, "product and order write outboxes and consume events: {checked} copies checked");
+    assert!(
+        checked >= 4,
+        "product and order write outboxes and consume events: {checked} copies checked"
+    );
 }

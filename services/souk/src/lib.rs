@@ -1,12 +1,16 @@
-//! A whole shop in one process: every service on its own loopback gRPC listener and the
-//! gateway in front of them, sharing one shutdown. `souk up` runs this; so do the end-to-end
-//! tests, each with a shop of its own.
+//! A whole shop in one process: every service on its own loopback gRPC listener, the relayers
+//! of the product and order outboxes, and the gateway in front, sharing one shutdown and one
+//! metrics registry (served on the gateway's `/metrics`). `souk up` runs this; so do the
+//! end-to-end tests, each with a shop of its own.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use prometheus_client::registry::Registry;
 use souk_shared::{
     Shutdown,
+    bus::Bus,
     config::{Secret, ShopName},
+    consumer::ConsumerMetrics,
     db::DatabaseLocation,
     jwt::{KeyPair, Signer, Verifier},
 };
@@ -23,15 +27,67 @@ pub struct ShopConfig {
     pub database_url: Secret<String>,
     /// Per service, a database URL of its own that takes precedence over `database_url`.
     pub service_databases: BTreeMap<&'static str, Secret<String>>,
+    /// NATS with JetStream; the shop's stream and consumers are made when missing.
+    pub nats_url: String,
     pub keys: KeyPair,
     pub token_ttl: Duration,
     pub admin: Option<souk_user::AdminAccount>,
     /// Per service, the gRPC address to bind; free loopback ports for the rest.
     pub grpc_addrs: BTreeMap<&'static str, SocketAddr>,
+    /// How long a checkout saga may go without finishing before it is cancelled.
+    pub saga_timeout: Duration,
+    /// Charges above this many cents are declined.
+    pub payment_decline_above_cents: i64,
+    /// Attempts at a failing event before it is dead-lettered.
+    pub max_deliver: i64,
+    /// Services that run without consuming events, as if they never answered (for tests of
+    /// the saga's timeout).
+    pub silent_participants: Vec<&'static str>,
 }
 
-/// The services of a shop, in start order (the cart service calls the product service).
-pub const SERVICES: &[&str] = &["user", "product", "cart"];
+impl ShopConfig {
+    /// A shop with the defaults of `souk up` for everything but what is given.
+    pub fn new(
+        shop_name: ShopName,
+        database_url: Secret<String>,
+        nats_url: String,
+        keys: KeyPair,
+    ) -> Self {
+        Self {
+            shop_name,
+            database_url,
+            service_databases: BTreeMap::new(),
+            nats_url,
+            keys,
+            token_ttl: Duration::from_secs(3600),
+            admin: None,
+            grpc_addrs: BTreeMap::new(),
+            saga_timeout: souk_order::DEFAULT_SAGA_TIMEOUT,
+            payment_decline_above_cents: souk_payment::DEFAULT_DECLINE_ABOVE_CENTS,
+            max_deliver: 5,
+            silent_participants: Vec::new(),
+        }
+    }
+
+    fn database(&self, service: &'static str) -> DatabaseLocation {
+        DatabaseLocation::resolve(
+            self.service_databases.get(service).cloned(),
+            &self.database_url,
+            &self.shop_name,
+            service,
+        )
+    }
+
+    fn consumes_events(&self, service: &str) -> bool {
+        !self.silent_participants.contains(&service)
+    }
+}
+
+/// The services of a shop, in start order: each one's peers start before it.
+pub const SERVICES: &[&str] = &["user", "product", "cart", "payment", "order"];
+
+/// The services whose events leave through an outbox, each drained by a relayer.
+pub const OUTBOXES: &[&str] = &["product", "order"];
 
 /// A running shop.
 #[derive(Debug)]
@@ -40,8 +96,11 @@ pub struct RunningShop {
     pub grpc_addrs: BTreeMap<&'static str, SocketAddr>,
     config: ShopConfig,
     keys: Keys,
+    bus: Bus,
+    metrics: Metrics,
     shutdown: Shutdown,
-    /// One shutdown per service, triggered by the shop's, so that tests can stop one alone.
+    /// One shutdown per service (with its relayer), triggered by the shop's, so that tests can
+    /// stop one alone.
     service_shutdowns: BTreeMap<&'static str, Shutdown>,
     tasks: JoinSet<(String, anyhow::Result<()>)>,
 }
@@ -52,14 +111,25 @@ struct Keys {
     verifier: Verifier,
 }
 
-impl ShopConfig {
-    fn database(&self, service: &'static str) -> DatabaseLocation {
-        DatabaseLocation::resolve(
-            self.service_databases.get(service).cloned(),
-            &self.database_url,
-            &self.shop_name,
-            service,
-        )
+/// Every figure of the shop, registered once at start.
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    consumers: ConsumerMetrics,
+    saga: souk_order::SagaMetrics,
+    relayers: BTreeMap<&'static str, souk_relayer::Metrics>,
+}
+
+impl Metrics {
+    fn registry(&mut self) -> Registry {
+        let mut registry = Registry::with_prefix("souk");
+        self.consumers.register(&mut registry);
+        self.saga.register(&mut registry);
+        for outbox in OUTBOXES {
+            let metrics = self.relayers.entry(outbox).or_default();
+            let labelled = registry.sub_registry_with_label(("outbox".into(), (*outbox).into()));
+            metrics.register(labelled);
+        }
+        registry
     }
 }
 
@@ -70,7 +140,8 @@ async fn bind(service: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Starts every service (databases created and migrated first), then the gateway on `http`.
-/// Returns once all of them listen; they run until `shutdown`.
+/// Returns once all of them listen; they run until `shutdown`. NATS need not be up: events
+/// wait in the outboxes until it is.
 pub async fn up(
     config: ShopConfig,
     http: TcpListener,
@@ -80,11 +151,16 @@ pub async fn up(
         verifier: Verifier::from_pem(&config.keys.public_pem)?,
         signer: Signer::from_pem(config.keys.private_pem.expose(), config.token_ttl)?,
     };
+    let bus = Bus::connect(&config.nats_url, config.shop_name.clone(), "shop").await?;
+    let mut metrics = Metrics::default();
+    let registry = Arc::new(metrics.registry());
     let http_addr = http.local_addr()?;
     let mut shop = RunningShop {
         http_addr,
         grpc_addrs: BTreeMap::new(),
         keys,
+        bus,
+        metrics,
         shutdown,
         service_shutdowns: BTreeMap::new(),
         tasks: JoinSet::new(),
@@ -101,13 +177,16 @@ pub async fn up(
         tracing::info!(shop = %shop.config.shop_name, %addr, "{service} service listening (gRPC)");
     }
 
+    let url = |service: &str| format!("http://{}", shop.grpc_addrs[service]);
     let gateway = souk_gateway::Settings {
         upstreams: souk_gateway::Upstreams {
-            user: format!("http://{}", shop.grpc_addrs["user"]),
-            product: format!("http://{}", shop.grpc_addrs["product"]),
-            cart: format!("http://{}", shop.grpc_addrs["cart"]),
+            user: url("user"),
+            product: url("product"),
+            cart: url("cart"),
+            order: url("order"),
         },
         verifier: shop.keys.verifier.clone(),
+        process_metrics: Some(registry),
     };
     shop.tasks.spawn(named(
         "gateway".into(),
@@ -129,8 +208,21 @@ impl RunningShop {
         &self.shutdown
     }
 
-    /// Starts one service on `addr` (connecting to its database first) and returns where it
-    /// listens.
+    /// The shop's connection to NATS (its stream is `events::stream_name(shop)`).
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    fn url(&self, peer: &str) -> anyhow::Result<String> {
+        let addr = self
+            .grpc_addrs
+            .get(peer)
+            .ok_or_else(|| anyhow::anyhow!("the {peer} service must start first"))?;
+        Ok(format!("http://{addr}"))
+    }
+
+    /// Starts one service on `addr` (connecting to its database first), and the relayer of its
+    /// outbox if it has one; returns where it listens.
     async fn start_service(
         &mut self,
         service: &'static str,
@@ -144,52 +236,120 @@ impl RunningShop {
                 stop.trigger();
             }
         });
-        let task: ServiceTask = match service {
+        let config = &self.config;
+        let events = config.consumes_events(service);
+        let (task, outbox): (ServiceTask, Option<sqlx::PgPool>) = match service {
             "user" => {
                 let user = souk_user::UserService::start(souk_user::Settings {
-                    database: self.config.database("user"),
+                    database: config.database("user"),
                     signer: self.keys.signer.clone(),
                     verifier: self.keys.verifier.clone(),
-                    admin: self.config.admin.clone(),
+                    admin: config.admin.clone(),
                 })
                 .await?;
                 let listener = bind(service, addr).await?;
-                let addr = listener.local_addr()?;
-                self.grpc_addrs.insert(service, addr);
-                Box::pin(user.serve(listener, stop.clone()))
+                self.grpc_addrs.insert(service, listener.local_addr()?);
+                (Box::pin(user.serve(listener, stop.clone())), None)
             }
             "product" => {
-                let product = souk_product::ProductService::start(souk_product::Settings {
-                    database: self.config.database("product"),
+                let mut product = souk_product::ProductService::start(souk_product::Settings {
+                    database: config.database("product"),
                     verifier: self.keys.verifier.clone(),
                 })
                 .await?;
+                if events {
+                    product = product.with_events(
+                        self.bus.clone(),
+                        config.max_deliver,
+                        self.metrics.consumers.clone(),
+                    );
+                }
+                let pool = product.pool().clone();
                 let listener = bind(service, addr).await?;
                 self.grpc_addrs.insert(service, listener.local_addr()?);
-                Box::pin(product.serve(listener, stop.clone()))
+                (Box::pin(product.serve(listener, stop.clone())), Some(pool))
             }
             "cart" => {
-                let product = self.grpc_addrs.get("product").ok_or_else(|| {
-                    anyhow::anyhow!("the cart service needs the product service started first")
-                })?;
-                let cart = souk_cart::CartService::start(souk_cart::Settings {
-                    database: self.config.database("cart"),
+                let mut cart = souk_cart::CartService::start(souk_cart::Settings {
+                    database: config.database("cart"),
                     verifier: self.keys.verifier.clone(),
-                    product_url: format!("http://{product}"),
+                    product_url: self.url("product")?,
+                })
+                .await?;
+                if events {
+                    cart = cart.with_events(
+                        self.bus.clone(),
+                        config.max_deliver,
+                        self.metrics.consumers.clone(),
+                    );
+                }
+                let listener = bind(service, addr).await?;
+                self.grpc_addrs.insert(service, listener.local_addr()?);
+                (Box::pin(cart.serve(listener, stop.clone())), None)
+            }
+            "payment" => {
+                let payment = souk_payment::PaymentService::start(souk_payment::Settings {
+                    database: config.database("payment"),
+                    verifier: self.keys.verifier.clone(),
+                    decline_above_cents: config.payment_decline_above_cents,
                 })
                 .await?;
                 let listener = bind(service, addr).await?;
                 self.grpc_addrs.insert(service, listener.local_addr()?);
-                Box::pin(cart.serve(listener, stop.clone()))
+                (Box::pin(payment.serve(listener, stop.clone())), None)
+            }
+            "order" => {
+                let order = souk_order::OrderService::start(souk_order::Settings {
+                    database: config.database("order"),
+                    bus: self.bus.clone(),
+                    verifier: self.keys.verifier.clone(),
+                    signer: self.keys.signer.clone(),
+                    peers: souk_order::Peers {
+                        cart: self.url("cart")?,
+                        product: self.url("product")?,
+                        payment: self.url("payment")?,
+                    },
+                    saga_timeout: config.saga_timeout,
+                    max_deliver: config.max_deliver,
+                    saga_metrics: self.metrics.saga.clone(),
+                    consumer_metrics: self.metrics.consumers.clone(),
+                })
+                .await?;
+                let pool = order.pool().clone();
+                let listener = bind(service, addr).await?;
+                self.grpc_addrs.insert(service, listener.local_addr()?);
+                (Box::pin(order.serve(listener, stop.clone())), Some(pool))
             }
             other => anyhow::bail!("unknown service {other:?}"),
         };
         self.tasks.spawn(named(format!("{service} service"), task));
+        if let Some(pool) = outbox {
+            let metrics = self
+                .metrics
+                .relayers
+                .get(service)
+                .cloned()
+                .unwrap_or_default();
+            let relayer = souk_relayer::Relayer::new(
+                service,
+                pool,
+                self.bus.clone(),
+                souk_relayer::Settings::default(),
+                metrics,
+            );
+            let stop = stop.clone();
+            self.tasks
+                .spawn(named(format!("{service} relayer"), async move {
+                    relayer.run(stop).await;
+                    Ok(())
+                }));
+        }
         self.service_shutdowns.insert(service, stop);
         Ok(self.grpc_addrs[service])
     }
 
-    /// Stops one service (the rest of the shop keeps running), as when its pod goes away.
+    /// Stops one service and its relayer (the rest of the shop keeps running), as when its pod
+    /// goes away.
     pub fn stop_service(&mut self, service: &str) {
         if let Some(stop) = self.service_shutdowns.remove(service) {
             stop.trigger();

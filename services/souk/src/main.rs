@@ -1,13 +1,17 @@
 //! `souk`: `souk up` runs a whole shop on this machine, `souk serve <service>` runs one service
-//! alone (what a container runs), `souk keygen` writes a development JWT key pair. This file only
-//! parses configuration; the library does the work.
+//! alone and `souk relay <service>` the relayer of its outbox (what containers run), `souk keygen`
+//! writes a development JWT key pair. This file only parses configuration; the libraries do the
+//! work.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use prometheus_client::registry::Registry;
 use souk_shared::{
     Shutdown,
-    config::{CommonArgs, DatabaseArgs, JwtArgs, Secret, ShopName},
+    bus::Bus,
+    config::{CommonArgs, DatabaseArgs, JwtArgs, NatsArgs, Secret, ShopName, parse_duration},
+    consumer::ConsumerMetrics,
     db::DatabaseLocation,
     jwt::{KeyPair, Signer, Verifier, read_pem},
     telemetry,
@@ -33,6 +37,8 @@ enum Command {
     Up(UpArgs),
     /// Run one service alone.
     Serve(ServeArgs),
+    /// Run the relayer of one service's outbox (product or order) alone.
+    Relay(RelayArgs),
     /// Write a development ES256 key pair (private.pem, public.pem) into a directory.
     Keygen {
         /// Directory to write the keys into (created when missing).
@@ -55,6 +61,16 @@ struct UpArgs {
     /// The cart service's gRPC address (a free loopback port when not set).
     #[arg(long, env = "SOUK_CART_GRPC_ADDR")]
     cart_grpc_addr: Option<SocketAddr>,
+    /// The payment service's gRPC address (a free loopback port when not set).
+    #[arg(long, env = "SOUK_PAYMENT_GRPC_ADDR")]
+    payment_grpc_addr: Option<SocketAddr>,
+    /// The order service's gRPC address (a free loopback port when not set).
+    #[arg(long, env = "SOUK_ORDER_GRPC_ADDR")]
+    order_grpc_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    checkout: CheckoutArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -76,6 +92,23 @@ struct ServiceDatabaseArgs {
     /// The cart service's own database (instead of `<shop>_cart` on SOUK_DATABASE_URL).
     #[arg(long, env = "SOUK_CART_DATABASE_URL", hide_env_values = true)]
     cart_database_url: Option<Secret<String>>,
+    /// The payment service's own database (instead of `<shop>_payment` on SOUK_DATABASE_URL).
+    #[arg(long, env = "SOUK_PAYMENT_DATABASE_URL", hide_env_values = true)]
+    payment_database_url: Option<Secret<String>>,
+    /// The order service's own database (instead of `<shop>_order` on SOUK_DATABASE_URL).
+    #[arg(long, env = "SOUK_ORDER_DATABASE_URL", hide_env_values = true)]
+    order_database_url: Option<Secret<String>>,
+}
+
+/// How the checkout saga behaves.
+#[derive(Debug, Clone, clap::Args)]
+struct CheckoutArgs {
+    /// How long a checkout saga may go without finishing before it is cancelled (e.g. 30s).
+    #[arg(long, env = "SOUK_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    saga_timeout: Duration,
+    /// The payment simulator declines charges above this many cents.
+    #[arg(long, env = "SOUK_PAYMENT_DECLINE_ABOVE_CENTS", default_value = "1000000", value_parser = clap::value_parser!(i64).range(0..))]
+    payment_decline_above_cents: i64,
 }
 
 impl ServiceDatabaseArgs {
@@ -85,6 +118,8 @@ impl ServiceDatabaseArgs {
             ("user", &self.user_database_url),
             ("product", &self.product_database_url),
             ("cart", &self.cart_database_url),
+            ("payment", &self.payment_database_url),
+            ("order", &self.order_database_url),
         ]
         .into_iter()
         .filter_map(|(service, url)| Some((service, url.clone()?)))
@@ -135,7 +170,40 @@ enum Service {
     User,
     Product,
     Cart,
+    Payment,
+    Order,
     Gateway,
+}
+
+/// The services whose outbox a relayer drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Outbox {
+    Product,
+    Order,
+}
+
+impl Outbox {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Product => "product",
+            Self::Order => "order",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RelayArgs {
+    /// The service whose outbox to relay.
+    service: Outbox,
+    /// Where `/metrics` and `/healthz` are served.
+    #[arg(long, env = "SOUK_METRICS_ADDR", default_value = "127.0.0.1:9091")]
+    metrics_addr: SocketAddr,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    service_databases: ServiceDatabaseArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -158,9 +226,26 @@ struct ServeArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     product_url: String,
-    /// The cart service, for the gateway.
+    /// The cart service, for the gateway and the order service.
     #[arg(long, env = "SOUK_CART_URL", default_value = "http://127.0.0.1:50051")]
     cart_url: String,
+    /// The payment service, for the order service.
+    #[arg(
+        long,
+        env = "SOUK_PAYMENT_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    payment_url: String,
+    /// The order service, for the gateway.
+    #[arg(long, env = "SOUK_ORDER_URL", default_value = "http://127.0.0.1:50051")]
+    order_url: String,
+    /// Where a gRPC service serves `/metrics` and `/healthz`.
+    #[arg(long, env = "SOUK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: SocketAddr,
+    #[command(flatten)]
+    checkout: CheckoutArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -198,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(cli.common, args).await,
         Command::Serve(args) => serve(cli.common, args).await,
+        Command::Relay(args) => relay(cli.common, args).await,
         Command::Keygen { dir } => keygen(&dir),
     }
 }
@@ -240,22 +326,28 @@ async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
-    let config = souk::ShopConfig {
-        shop_name: common.shop_name,
-        database_url: args.database.database_url,
-        service_databases: args.service_databases.own(),
-        keys: keys(&args.jwt, true)?,
-        token_ttl: args.jwt.token_ttl_seconds,
-        admin: args.admin.account(),
-        grpc_addrs: [
-            ("user", args.user_grpc_addr),
-            ("product", args.product_grpc_addr),
-            ("cart", args.cart_grpc_addr),
-        ]
-        .into_iter()
-        .filter_map(|(service, addr)| Some((service, addr?)))
-        .collect::<BTreeMap<_, _>>(),
-    };
+    let mut config = souk::ShopConfig::new(
+        common.shop_name,
+        args.database.database_url,
+        args.nats.nats_url,
+        keys(&args.jwt, true)?,
+    );
+    config.service_databases = args.service_databases.own();
+    config.token_ttl = args.jwt.token_ttl_seconds;
+    config.admin = args.admin.account();
+    config.grpc_addrs = [
+        ("user", args.user_grpc_addr),
+        ("product", args.product_grpc_addr),
+        ("cart", args.cart_grpc_addr),
+        ("payment", args.payment_grpc_addr),
+        ("order", args.order_grpc_addr),
+    ]
+    .into_iter()
+    .filter_map(|(service, addr)| Some((service, addr?)))
+    .collect::<BTreeMap<_, _>>();
+    config.saga_timeout = args.checkout.saga_timeout;
+    config.payment_decline_above_cents = args.checkout.payment_decline_above_cents;
+    config.max_deliver = args.nats.max_deliver;
     let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
@@ -263,54 +355,110 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     shop.wait().await
 }
 
+/// Serves a registry's metrics on `addr` until `shutdown`, in the background.
+async fn serve_metrics(
+    registry: Registry,
+    addr: SocketAddr,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let listener = bind("SOUK_METRICS_ADDR", addr).await?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    tokio::spawn(souk_shared::metrics::serve(
+        Arc::new(registry),
+        listener,
+        shutdown.clone(),
+    ));
+    Ok(())
+}
+
 async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
+    let shop = &common.shop_name;
+    let location = |service| {
+        args.service_databases
+            .location(service, &args.database, shop)
+    };
+    let mut registry = Registry::with_prefix("souk");
+    let consumers = ConsumerMetrics::default();
+    consumers.register(&mut registry);
+    let bus = || Bus::connect(&args.nats.nats_url, shop.clone(), "service");
+    let grpc = bind("SOUK_GRPC_ADDR", args.grpc_addr);
     match args.service {
         Service::User => {
             let keys = keys(&args.jwt, false)?;
             let service = souk_user::UserService::start(souk_user::Settings {
-                database: args.service_databases.location(
-                    "user",
-                    &args.database,
-                    &common.shop_name,
-                ),
+                database: location("user"),
                 signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
                 admin: args.admin.account(),
             })
             .await?;
-            let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
+            let listener = grpc.await?;
+            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
             tracing::info!(addr = %args.grpc_addr, "user service listening (gRPC)");
             service.serve(listener, shutdown).await
         }
         Service::Product => {
             let service = souk_product::ProductService::start(souk_product::Settings {
-                database: args.service_databases.location(
-                    "product",
-                    &args.database,
-                    &common.shop_name,
-                ),
+                database: location("product"),
                 verifier: verifier(&args.jwt, "the product service")?,
             })
-            .await?;
-            let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
+            .await?
+            .with_events(bus().await?, args.nats.max_deliver, consumers);
+            let listener = grpc.await?;
+            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
             tracing::info!(addr = %args.grpc_addr, "product service listening (gRPC)");
             service.serve(listener, shutdown).await
         }
         Service::Cart => {
             let service = souk_cart::CartService::start(souk_cart::Settings {
-                database: args.service_databases.location(
-                    "cart",
-                    &args.database,
-                    &common.shop_name,
-                ),
+                database: location("cart"),
                 verifier: verifier(&args.jwt, "the cart service")?,
                 product_url: args.product_url,
             })
-            .await?;
-            let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
+            .await?
+            .with_events(bus().await?, args.nats.max_deliver, consumers);
+            let listener = grpc.await?;
+            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
             tracing::info!(addr = %args.grpc_addr, "cart service listening (gRPC)");
+            service.serve(listener, shutdown).await
+        }
+        Service::Payment => {
+            let service = souk_payment::PaymentService::start(souk_payment::Settings {
+                database: location("payment"),
+                verifier: verifier(&args.jwt, "the payment service")?,
+                decline_above_cents: args.checkout.payment_decline_above_cents,
+            })
+            .await?;
+            let listener = grpc.await?;
+            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
+            tracing::info!(addr = %args.grpc_addr, "payment service listening (gRPC)");
+            service.serve(listener, shutdown).await
+        }
+        Service::Order => {
+            let keys = keys(&args.jwt, false)?;
+            let saga_metrics = souk_order::SagaMetrics::default();
+            saga_metrics.register(&mut registry);
+            let service = souk_order::OrderService::start(souk_order::Settings {
+                database: location("order"),
+                bus: bus().await?,
+                verifier: Verifier::from_pem(&keys.public_pem)?,
+                signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
+                peers: souk_order::Peers {
+                    cart: args.cart_url,
+                    product: args.product_url,
+                    payment: args.payment_url,
+                },
+                saga_timeout: args.checkout.saga_timeout,
+                max_deliver: args.nats.max_deliver,
+                saga_metrics,
+                consumer_metrics: consumers,
+            })
+            .await?;
+            let listener = grpc.await?;
+            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
+            tracing::info!(addr = %args.grpc_addr, "order service listening (gRPC)");
             service.serve(listener, shutdown).await
         }
         Service::Gateway => {
@@ -319,14 +467,42 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                     user: args.user_url,
                     product: args.product_url,
                     cart: args.cart_url,
+                    order: args.order_url,
                 },
                 verifier: verifier(&args.jwt, "the gateway")?,
+                process_metrics: None,
             };
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
             tracing::info!("gateway listening on http://{}", args.http_addr);
             souk_gateway::serve(settings, listener, shutdown).await
         }
     }
+}
+
+async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let service = args.service.name();
+    let location = args
+        .service_databases
+        .location(service, &args.database, &common.shop_name);
+    let pool = souk_shared::db::pool_without_migrations(&location)?;
+    let bus = Bus::connect(&args.nats.nats_url, common.shop_name.clone(), "relayer").await?;
+    let metrics = souk_relayer::Metrics::default();
+    let mut registry = Registry::with_prefix("souk");
+    metrics.register(registry.sub_registry_with_label(("outbox".into(), service.into())));
+    serve_metrics(registry, args.metrics_addr, &shutdown).await?;
+    tracing::info!(outbox = service, "relayer started");
+    souk_relayer::Relayer::new(
+        service,
+        pool,
+        bus,
+        souk_relayer::Settings::default(),
+        metrics,
+    )
+    .run(shutdown)
+    .await;
+    Ok(())
 }
 
 fn keygen(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -375,7 +551,7 @@ mod tests {
 
     #[test]
     fn every_service_can_be_served_alone() {
-        for service in ["user", "product", "cart", "gateway"] {
+        for service in ["user", "product", "cart", "payment", "order", "gateway"] {
             let cli = Cli::try_parse_from(["souk", "serve", service]).expect(service);
             assert!(matches!(cli.command, Command::Serve(_)), "{service}");
         }

@@ -3,4 +3,5 @@
 pub mod cart;
 pub mod catalog;
 pub mod ops;
+pub mod orders;
 pub mod users;

@@ -1,0 +1,407 @@
+//! The Orders section of API.md: the checkout saga end to end, over HTTP, against a shop with
+//! real PostgreSQL databases and a real JetStream stream of its own.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use souk_e2e::{Options, Session, TestShop, json};
+
+/// How long a saga may take here before a test gives up (it takes well under a second).
+const SETTLE: Duration = Duration::from_secs(20);
+
+async fn product(shop: &TestShop, admin: &Session, price_cents: i64, stock: i64) -> String {
+    let body = json!({"name": "Lamp", "description": "A lamp", "price_cents": price_cents, "stock": stock});
+    let reply = shop.post("/api/products", Some(&admin.token), &body).await;
+    reply.expect(StatusCode::CREATED)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+async fn stock(shop: &TestShop, product: &str) -> i64 {
+    let reply = shop.get(&format!("/api/products/{product}"), None).await;
+    reply.expect(StatusCode::OK)["stock"]
+        .as_i64()
+        .expect("stock")
+}
+
+async fn add_to_cart(shop: &TestShop, customer: &Session, product: &str, quantity: i64) {
+    let body = json!({"product_id": product, "quantity": quantity});
+    shop.post("/api/carts/products", Some(&customer.token), &body)
+        .await
+        .expect(StatusCode::OK);
+}
+
+async fn place(shop: &TestShop, customer: &Session, key: Option<&str>) -> Value {
+    let mut request = shop
+        .request(Method::POST, "/api/orders")
+        .bearer_auth(&customer.token);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let reply = shop.send(request).await;
+    let order = reply.expect(StatusCode::ACCEPTED).clone();
+    assert_eq!(order["status"], "PENDING");
+    order
+}
+
+/// Waits until the order has left `PENDING`, and returns it.
+async fn settled(shop: &TestShop, customer: &Session, order: &Value) -> Value {
+    let path = format!("/api/orders/{}", order["id"].as_str().expect("id"));
+    let reply = shop
+        .wait_for(&path, Some(&customer.token), SETTLE, |r| {
+            r.status == StatusCode::OK && r.body["status"] != "PENDING"
+        })
+        .await;
+    reply.body
+}
+
+async fn wait_for_stock(shop: &TestShop, product: &str, expected: i64) {
+    shop.wait_for(&format!("/api/products/{product}"), None, SETTLE, |r| {
+        r.body["stock"] == expected
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_paid_order_is_confirmed_takes_the_stock_once_and_empties_the_cart() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 1_250, 5).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 2).await;
+
+    let order = place(&shop, &customer, None).await;
+    assert_eq!(order["total_cents"], 2_500);
+    assert_eq!(order["failure_reason"], Value::Null);
+    assert_eq!(order["items"][0]["product_id"], lamp.as_str());
+    assert_eq!(order["items"][0]["unit_price_cents"], 1_250);
+    assert_eq!(order["items"][0]["quantity"], 2);
+
+    let order = settled(&shop, &customer, &order).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_eq!(stock(&shop, &lamp).await, 3);
+    shop.wait_for("/api/carts", Some(&customer.token), SETTLE, |r| {
+        r.body["items"] == json!([])
+    })
+    .await;
+    let payment = shop.payment_of(order["id"].as_str().expect("id")).await;
+    if let Some(payment) = payment {
+        assert_eq!(payment.status, "captured");
+        assert_eq!(payment.amount_cents, 2_500);
+    }
+}
+
+#[tokio::test]
+async fn an_order_beyond_the_stock_is_cancelled_and_charges_nothing() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 500, 1).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 1).await;
+    // The last one is sold elsewhere between the cart and the checkout.
+    let body = json!({"name": "Lamp", "description": "A lamp", "price_cents": 500, "stock": 0});
+    shop.put(&format!("/api/products/{lamp}"), Some(&admin.token), &body)
+        .await
+        .expect(StatusCode::OK);
+
+    let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["failure_reason"], "out_of_stock");
+    assert_eq!(stock(&shop, &lamp).await, 0);
+    assert!(
+        shop.payment_of(order["id"].as_str().expect("id"))
+            .await
+            .is_none_or(|p| p.status != "captured")
+    );
+}
+
+#[tokio::test]
+async fn a_declined_payment_cancels_the_order_and_gives_the_stock_back() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    // Two at 600,000 cents is over the default limit of 1,000,000.
+    let tv = product(&shop, &admin, 600_000, 4).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &tv, 2).await;
+
+    let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["failure_reason"], "payment_declined");
+    wait_for_stock(&shop, &tv, 4).await;
+    if let Some(payment) = shop.payment_of(order["id"].as_str().expect("id")).await {
+        assert_eq!(payment.status, "declined");
+    }
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_makes_one_order_and_one_charge() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 700, 10).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 1).await;
+
+    let first = place(&shop, &customer, Some("checkout-1")).await;
+    let second = shop
+        .send(
+            shop.request(Method::POST, "/api/orders")
+                .bearer_auth(&customer.token)
+                .header("Idempotency-Key", "checkout-1"),
+        )
+        .await;
+    assert_eq!(second.expect(StatusCode::ACCEPTED)["id"], first["id"]);
+    settled(&shop, &customer, &first).await;
+    // Even after the cart was emptied, the key still names the same order.
+    let third = shop
+        .send(
+            shop.request(Method::POST, "/api/orders")
+                .bearer_auth(&customer.token)
+                .header("Idempotency-Key", "checkout-1"),
+        )
+        .await;
+    assert_eq!(third.expect(StatusCode::ACCEPTED)["id"], first["id"]);
+    let orders = shop.get("/api/orders", Some(&customer.token)).await;
+    assert_eq!(
+        orders.expect(StatusCode::OK)["items"]
+            .as_array()
+            .expect("items")
+            .len(),
+        1
+    );
+    assert_eq!(stock(&shop, &lamp).await, 9);
+
+    // Another user's identical key is another order.
+    let other = shop.customer().await;
+    add_to_cart(&shop, &other, &lamp, 1).await;
+    let theirs = place(&shop, &other, Some("checkout-1")).await;
+    assert_ne!(theirs["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn customers_racing_for_the_last_items_get_exactly_the_stock() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let stock_left = 3;
+    let racers = 8;
+    let lamp = product(&shop, &admin, 100, stock_left).await;
+    let mut customers = Vec::new();
+    for _ in 0..racers {
+        let customer = shop.customer().await;
+        add_to_cart(&shop, &customer, &lamp, 1).await;
+        customers.push(customer);
+    }
+    let orders = futures::future::join_all(customers.iter().map(|c| place(&shop, c, None))).await;
+    let mut confirmed = 0;
+    for (customer, order) in customers.iter().zip(&orders) {
+        let order = settled(&shop, customer, order).await;
+        match order["status"].as_str() {
+            Some("CONFIRMED") => confirmed += 1,
+            _ => assert_eq!(order["failure_reason"], "out_of_stock", "{order}"),
+        }
+    }
+    assert_eq!(confirmed, stock_left);
+    assert_eq!(stock(&shop, &lamp).await, 0);
+}
+
+#[tokio::test]
+async fn an_event_delivered_again_under_a_new_message_id_changes_nothing() {
+    let mut shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 300, 5).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 2).await;
+    let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
+    assert_eq!(order["status"], "CONFIRMED");
+
+    let Some(local) = shop.local() else { return };
+    let republished = local.republish_all_events().await;
+    assert!(
+        republished >= 3,
+        "order.created, stock.reserved and order.confirmed went by"
+    );
+    local.wait_for_consumers_idle(SETTLE).await;
+
+    assert_eq!(stock(&shop, &lamp).await, 3, "the stock was taken once");
+    let again = shop
+        .get(
+            &format!("/api/orders/{}", order["id"].as_str().expect("id")),
+            Some(&customer.token),
+        )
+        .await;
+    assert_eq!(again.expect(StatusCode::OK)["status"], "CONFIRMED");
+    let payment = shop
+        .payment_of(order["id"].as_str().expect("id"))
+        .await
+        .expect("in-process");
+    assert_eq!(
+        (payment.status.as_str(), payment.amount_cents),
+        ("captured", 600)
+    );
+}
+
+#[tokio::test]
+async fn orders_placed_while_nats_is_down_complete_when_it_is_back() {
+    let mut shop = TestShop::start_with(Options {
+        proxied_nats: true,
+        ..Options::default()
+    })
+    .await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 100, 10).await;
+    let mut customers = Vec::new();
+    for _ in 0..3 {
+        let customer = shop.customer().await;
+        add_to_cart(&shop, &customer, &lamp, 1).await;
+        customers.push(customer);
+    }
+    let Some(local) = shop.local() else { return };
+    local.nats_proxy.as_ref().expect("proxied NATS").cut();
+    let mut orders = Vec::new();
+    for customer in &customers {
+        orders.push(place(&shop, customer, None).await);
+    }
+    shop.local()
+        .expect("in-process")
+        .nats_proxy
+        .as_ref()
+        .expect("proxied NATS")
+        .restore()
+        .await;
+    for (customer, order) in customers.iter().zip(&orders) {
+        let order = settled(&shop, customer, order).await;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+    }
+    assert_eq!(stock(&shop, &lamp).await, 7);
+}
+
+#[tokio::test]
+async fn a_saga_whose_participant_never_answers_times_out_with_compensation() {
+    let shop = TestShop::start_with(Options {
+        saga_timeout: Some(Duration::from_secs(1)),
+        silent_participants: vec!["product"],
+        ..Options::default()
+    })
+    .await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 100, 10).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 1).await;
+
+    let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["failure_reason"], "timeout");
+    assert_eq!(stock(&shop, &lamp).await, 10, "nothing was held");
+    if let Some(payment) = shop.payment_of(order["id"].as_str().expect("id")).await {
+        assert_eq!(payment.status, "voided", "a late charge cannot take money");
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_confirmed_order_refunds_it_and_releases_the_stock() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 900, 4).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 3).await;
+    let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
+    assert_eq!(order["status"], "CONFIRMED");
+    assert_eq!(stock(&shop, &lamp).await, 1);
+    let id = order["id"].as_str().expect("id");
+
+    let stranger = shop.customer().await;
+    shop.post(
+        &format!("/api/orders/{id}/cancel"),
+        Some(&stranger.token),
+        &json!({}),
+    )
+    .await
+    .expect(StatusCode::NOT_FOUND);
+
+    let reply = shop
+        .post(
+            &format!("/api/orders/{id}/cancel"),
+            Some(&customer.token),
+            &json!({}),
+        )
+        .await;
+    let cancelled = reply.expect(StatusCode::OK);
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert_eq!(cancelled["failure_reason"], "cancelled_by_user");
+    wait_for_stock(&shop, &lamp, 4).await;
+    if let Some(payment) = shop.payment_of(id).await {
+        assert_eq!(payment.status, "refunded");
+    }
+    shop.post(
+        &format!("/api/orders/{id}/cancel"),
+        Some(&customer.token),
+        &json!({}),
+    )
+    .await
+    .expect(StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn orders_are_the_callers_own_and_checked() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 100, 10).await;
+    let customer = shop.customer().await;
+
+    // An empty cart cannot be ordered.
+    let empty = shop
+        .send(
+            shop.request(Method::POST, "/api/orders")
+                .bearer_auth(&customer.token),
+        )
+        .await;
+    empty.expect(StatusCode::BAD_REQUEST);
+    shop.send(shop.request(Method::POST, "/api/orders"))
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    let long_key = "k".repeat(256);
+    let too_long = shop
+        .send(
+            shop.request(Method::POST, "/api/orders")
+                .bearer_auth(&customer.token)
+                .header("Idempotency-Key", long_key),
+        )
+        .await;
+    too_long.expect(StatusCode::BAD_REQUEST);
+
+    add_to_cart(&shop, &customer, &lamp, 1).await;
+    let first = place(&shop, &customer, None).await;
+    settled(&shop, &customer, &first).await;
+    add_to_cart(&shop, &customer, &lamp, 1).await;
+    let second = place(&shop, &customer, None).await;
+    let list = shop.get("/api/orders", Some(&customer.token)).await;
+    let ids: Vec<&Value> = list.expect(StatusCode::OK)["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| &o["id"])
+        .collect();
+    assert_eq!(ids, [&second["id"], &first["id"]], "newest first");
+
+    let stranger = shop.customer().await;
+    let theirs = format!("/api/orders/{}", first["id"].as_str().expect("id"));
+    shop.get(&theirs, Some(&stranger.token))
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    shop.get("/api/orders/not-a-uuid", Some(&customer.token))
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    shop.get(
+        &format!("/api/orders/{}", uuid::Uuid::new_v4()),
+        Some(&customer.token),
+    )
+    .await
+    .expect(StatusCode::NOT_FOUND);
+    assert!(
+        shop.get("/api/orders", Some(&stranger.token)).await.body["items"]
+            .as_array()
+            .expect("items")
+            .is_empty()
+    );
+}
