@@ -615,6 +615,7 @@ async fn readiness_covers_the_catalog_and_cart_services() {
 async fn a_lost_product_database_is_a_503_and_the_catalog_recovers() {
     let mut shop = TestShop::start_with(Options {
         proxied_databases: vec!["product"],
+        ..Options::default()
     })
     .await;
     let admin = shop.admin().await;
