@@ -443,6 +443,48 @@ impl Local {
         republished
     }
 
+    /// Publishes raw bytes on `<shop>.<tail>`, as a misbehaving producer would. Returns the
+    /// dead-letter subject of the consumer of such events (`product` for `order.*`, `order` for
+    /// `stock.*`, `cart` otherwise).
+    pub async fn publish_raw(&self, tail: &str, payload: &'static [u8]) -> String {
+        let subject = souk_shared::events::subject(&self.shop_name, tail);
+        let consumer = if tail.starts_with("stock.") {
+            "order"
+        } else if tail == "order.confirmed" {
+            "cart"
+        } else {
+            "product"
+        };
+        let jetstream = self.shop.bus().jetstream();
+        jetstream
+            .publish(subject, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        souk_shared::events::dead_letter_subject(&self.shop_name, consumer)
+    }
+
+    /// The first message of the shop's stream on `subject`, waiting for it until `timeout`.
+    pub async fn wait_for_subject(
+        &self,
+        subject: &str,
+        timeout: Duration,
+    ) -> async_nats::jetstream::message::StreamMessage {
+        let stream_name = souk_shared::events::stream_name(&self.shop_name);
+        testing::eventually(subject, timeout, || async {
+            let stream = self
+                .shop
+                .bus()
+                .jetstream()
+                .get_stream(&stream_name)
+                .await
+                .ok()?;
+            stream.get_last_raw_message_by_subject(subject).await.ok()
+        })
+        .await
+    }
+
     /// Waits until every consumer has handled (and acknowledged) all it was given.
     pub async fn wait_for_consumers_idle(&self, timeout: Duration) {
         let stream_name = souk_shared::events::stream_name(&self.shop_name);

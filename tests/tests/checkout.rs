@@ -405,3 +405,27 @@ async fn orders_are_the_callers_own_and_checked() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_malformed_event_is_dead_lettered_and_changes_nothing() {
+    let mut shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 100, 5).await;
+    let Some(local) = shop.local() else { return };
+    let dead_letters = local
+        .publish_raw("order.created", b"definitely not an envelope")
+        .await;
+    let dead = local.wait_for_subject(&dead_letters, SETTLE).await;
+    assert_eq!(dead.payload.as_ref(), b"definitely not an envelope");
+    assert!(dead.headers.get("Souk-Reason").is_some());
+    local.wait_for_consumers_idle(SETTLE).await;
+    assert_eq!(stock(&shop, &lamp).await, 5);
+    let metrics = shop.get("/metrics", None).await;
+    assert!(
+        metrics
+            .text
+            .contains(r#"souk_consumer_dead_letters_total{consumer="product"} 1"#),
+        "{}",
+        metrics.text
+    );
+}

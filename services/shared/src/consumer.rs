@@ -166,25 +166,7 @@ async fn consume(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let stream = bus.ensure_stream().await?;
-    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-        .get_or_create_consumer(
-            config.name,
-            pull::Config {
-                durable_name: Some(config.name.to_owned()),
-                filter_subjects: config
-                    .events
-                    .iter()
-                    .map(|e| events::subject(bus.shop(), e))
-                    .collect(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                // Redelivery is ours to limit (see `HandleError`), not the server's.
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot create consumer {}: {err}", config.name))?;
+    let consumer = durable_consumer(bus, &stream, config).await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(64)
@@ -205,6 +187,41 @@ async fn consume(
             None => anyhow::bail!("message stream ended"),
         }
     }
+}
+
+/// Creates (or updates) the durable consumer through JetStream's durable-create API, which
+/// NATS 2.9 honours with a wildcard filter (its newer create-with-filter subject dropped it).
+async fn durable_consumer(
+    bus: &Bus,
+    stream: &jetstream::stream::Stream,
+    config: &ConsumerConfig,
+) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+    use jetstream::consumer::IntoConsumerConfig as _;
+    let stream_name = events::stream_name(bus.shop());
+    let settings = pull::Config {
+        durable_name: Some(config.name.to_owned()),
+        filter_subject: events::subject(bus.shop(), config.filter),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        // Redelivery is ours to limit (see `HandleError`), not the server's.
+        max_deliver: -1,
+        ..Default::default()
+    }
+    .into_consumer_config();
+    let request = serde_json::json!({ "stream_name": stream_name, "config": settings });
+    let subject = format!("CONSUMER.DURABLE.CREATE.{stream_name}.{}", config.name);
+    let response: jetstream::response::Response<jetstream::consumer::Info> = bus
+        .jetstream()
+        .request(subject, &request)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot create consumer {}: {err}", config.name))?;
+    if let jetstream::response::Response::Err { error } = response {
+        anyhow::bail!("cannot create consumer {}: {error}", config.name);
+    }
+    stream
+        .get_consumer(config.name)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot open consumer {}: {err}", config.name))
 }
 
 async fn handle_message(
