@@ -37,6 +37,15 @@ fn summary(name: &str, mut samples: Vec<Duration>, elapsed: Duration) {
 }
 
 async fn checkout(shop: &TestShop, customer: &Session, product: &str) -> Duration {
+    // The previous order empties the cart when it is confirmed, which may come after its status
+    // changed: wait for that, or it would empty the next order's cart.
+    shop.wait_for(
+        "/api/carts",
+        Some(&customer.token),
+        Duration::from_secs(10),
+        |r| r.body["items"] == json!([]),
+    )
+    .await;
     let add = json!({"product_id": product, "quantity": 1});
     shop.post("/api/carts/products", Some(&customer.token), &add)
         .await

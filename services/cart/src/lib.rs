@@ -30,7 +30,7 @@ use std::sync::Arc;
 use souk_shared::{
     Shutdown,
     bus::Bus,
-    consumer::{self, ConsumerConfig, ConsumerMetrics},
+    consumer::{ConsumerMetrics, Participation},
     db::{self, DatabaseLocation},
     grpc::GrpcService,
     jwt::Verifier,
@@ -55,15 +55,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct CartService {
     state: Arc<grpc::State>,
-    events: Option<Events>,
-}
-
-/// The checkout's side of the cart service: its consumer of order events.
-#[derive(Debug)]
-struct Events {
-    bus: Bus,
-    max_deliver: i64,
-    metrics: ConsumerMetrics,
+    events: Option<Participation>,
 }
 
 impl CartService {
@@ -85,7 +77,7 @@ impl CartService {
     /// Takes part in the checkout saga: empties a cart when its order is confirmed on `bus`,
     /// dead-lettering an event after `max_deliver` failed attempts.
     pub fn with_events(mut self, bus: Bus, max_deliver: i64, metrics: ConsumerMetrics) -> Self {
-        self.events = Some(Events {
+        self.events = Some(Participation {
             bus,
             max_deliver,
             metrics,
@@ -96,32 +88,22 @@ impl CartService {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let database = self.state.carts.store.pool().clone();
         let consumer = self.events.map(|events| {
-            let config = ConsumerConfig {
-                name: "cart",
-                filter: "order.confirmed",
-                events: checkout::EVENTS,
-                max_deliver: events.max_deliver,
-            };
             let handler = Arc::new(checkout::EmptyOnConfirm);
-            tokio::spawn(consumer::run(
-                events.bus,
+            events.spawn(
                 database.clone(),
-                config,
+                "cart",
+                "order.confirmed",
+                checkout::EVENTS,
                 handler,
-                events.metrics,
-                shutdown.clone(),
-            ))
+                &shutdown,
+            )
         });
         let service = GrpcService {
             name: grpc::SERVICE_NAME,
             routes: tonic::service::Routes::new(grpc::server(self.state)),
             database: Some(database),
         };
-        let served = souk_shared::grpc::serve(service, listener, shutdown).await;
-        if let Some(consumer) = consumer {
-            // The server returns on shutdown; let the consumer finish the message in hand.
-            let _ = consumer.await;
-        }
-        served
+        souk_shared::grpc::serve_with(service, listener, shutdown, consumer.into_iter().collect())
+            .await
     }
 }

@@ -17,7 +17,7 @@ use souk_protos::v1::{
 use souk_shared::{
     Shutdown,
     bus::Bus,
-    consumer::{self, ConsumerConfig, ConsumerMetrics},
+    consumer::{ConsumerMetrics, Participation},
     db::{self, DatabaseLocation},
     grpc::{GrpcService, channel},
     jwt::{Signer, Verifier},
@@ -57,9 +57,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct OrderService {
     state: Arc<grpc::State>,
-    bus: Bus,
-    max_deliver: i64,
-    consumer_metrics: ConsumerMetrics,
+    events: Participation,
 }
 
 impl OrderService {
@@ -86,9 +84,11 @@ impl OrderService {
                 )?),
                 saga_timeout: settings.saga_timeout,
             }),
-            bus: settings.bus,
-            max_deliver: settings.max_deliver,
-            consumer_metrics: settings.consumer_metrics,
+            events: Participation {
+                bus: settings.bus,
+                max_deliver: settings.max_deliver,
+                metrics: settings.consumer_metrics,
+            },
         })
     }
 
@@ -99,19 +99,14 @@ impl OrderService {
 
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let pool = self.state.store.pool().clone();
-        let consumer = tokio::spawn(consumer::run(
-            self.bus.clone(),
+        let consumer = self.events.spawn(
             pool.clone(),
-            ConsumerConfig {
-                name: "order",
-                filter: "stock.*",
-                events: saga::EVENTS,
-                max_deliver: self.max_deliver,
-            },
+            "order",
+            "stock.*",
+            saga::EVENTS,
             self.state.saga.clone(),
-            self.consumer_metrics.clone(),
-            shutdown.clone(),
-        ));
+            &shutdown,
+        );
         let sweeper = tokio::spawn(saga::time_out_sagas(
             self.state.saga.clone(),
             pool.clone(),
@@ -122,10 +117,6 @@ impl OrderService {
             database: Some(pool),
             routes: tonic::service::Routes::new(grpc::server(self.state)),
         };
-        let served = souk_shared::grpc::serve(service, listener, shutdown).await;
-        // The server returns on shutdown; let the consumer finish the message in hand.
-        let _ = consumer.await;
-        let _ = sweeper.await;
-        served
+        souk_shared::grpc::serve_with(service, listener, shutdown, vec![consumer, sweeper]).await
     }
 }

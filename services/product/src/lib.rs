@@ -19,7 +19,7 @@ use std::sync::Arc;
 use souk_shared::{
     Shutdown,
     bus::Bus,
-    consumer::{self, ConsumerConfig, ConsumerMetrics},
+    consumer::{ConsumerMetrics, Participation},
     db::{self, DatabaseLocation},
     grpc::GrpcService,
     jwt::Verifier,
@@ -40,15 +40,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct ProductService {
     state: Arc<grpc::State>,
-    events: Option<Events>,
-}
-
-/// The checkout's side of the product service: its consumer of order events.
-#[derive(Debug)]
-struct Events {
-    bus: Bus,
-    max_deliver: i64,
-    metrics: ConsumerMetrics,
+    events: Option<Participation>,
 }
 
 impl ProductService {
@@ -66,7 +58,7 @@ impl ProductService {
     /// Takes part in the checkout saga: reserves and releases stock on the order events of
     /// `bus`, dead-lettering an event after `max_deliver` failed attempts.
     pub fn with_events(mut self, bus: Bus, max_deliver: i64, metrics: ConsumerMetrics) -> Self {
-        self.events = Some(Events {
+        self.events = Some(Participation {
             bus,
             max_deliver,
             metrics,
@@ -85,31 +77,22 @@ impl ProductService {
             let handler = Arc::new(reservations::Reservations {
                 shop: events.bus.shop().clone(),
             });
-            let config = ConsumerConfig {
-                name: "product",
-                filter: "order.*",
-                events: reservations::EVENTS,
-                max_deliver: events.max_deliver,
-            };
-            tokio::spawn(consumer::run(
-                events.bus,
+            let events_handled = reservations::EVENTS;
+            events.spawn(
                 database.clone(),
-                config,
+                "product",
+                "order.*",
+                events_handled,
                 handler,
-                events.metrics,
-                shutdown.clone(),
-            ))
+                &shutdown,
+            )
         });
         let service = GrpcService {
             name: grpc::SERVICE_NAME,
             routes: tonic::service::Routes::new(grpc::server(self.state)),
             database: Some(database),
         };
-        let served = souk_shared::grpc::serve(service, listener, shutdown).await;
-        if let Some(consumer) = consumer {
-            // The server returns on shutdown; let the consumer finish the message in hand.
-            let _ = consumer.await;
-        }
-        served
+        souk_shared::grpc::serve_with(service, listener, shutdown, consumer.into_iter().collect())
+            .await
     }
 }

@@ -131,6 +131,44 @@ impl ConsumerMetrics {
     }
 }
 
+/// A service's part in the shop's events: the bus it consumes from and how failures are
+/// treated. Services take one when they run beside the saga (`with_events`).
+#[derive(Debug, Clone)]
+pub struct Participation {
+    pub bus: Bus,
+    pub max_deliver: i64,
+    pub metrics: ConsumerMetrics,
+}
+
+impl Participation {
+    /// Starts consuming, in the background until `shutdown`, the events `filter` brings
+    /// (`events` of them handled by `handler`) as the durable consumer `name`.
+    pub fn spawn(
+        self,
+        pool: PgPool,
+        name: &'static str,
+        filter: &'static str,
+        events: &'static [&'static str],
+        handler: Arc<dyn Handler>,
+        shutdown: &Shutdown,
+    ) -> tokio::task::JoinHandle<()> {
+        let config = ConsumerConfig {
+            name,
+            filter,
+            events,
+            max_deliver: self.max_deliver,
+        };
+        tokio::spawn(run(
+            self.bus,
+            pool,
+            config,
+            handler,
+            self.metrics,
+            shutdown.clone(),
+        ))
+    }
+}
+
 /// Consumes until `shutdown`, setting the stream and consumer up (again) whenever NATS is
 /// (again) reachable. The message in hand is finished before it stops.
 pub async fn run(

@@ -27,6 +27,30 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    serve_with(service, listener, shutdown, Vec::new()).await
+}
+
+/// Like `serve`, with tasks of the service that run beside its server (event consumers,
+/// sweeps) and stop on the same `shutdown`: they are awaited after the server, so a message in
+/// hand is finished before the service returns.
+pub async fn serve_with(
+    service: GrpcService,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    beside: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    let served = serve_only(service, listener, shutdown).await;
+    for task in beside {
+        let _ = task.await;
+    }
+    served
+}
+
+async fn serve_only(
+    service: GrpcService,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_status(&reporter, service.name, ServingStatus::Serving).await;
     let watcher = service.database.map(|pool| {

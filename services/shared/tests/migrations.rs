@@ -34,7 +34,7 @@ fn services_carry_exact_copies_of_the_outbox_and_inbox_migrations() {
             .collect();
         let needs = [
             (source.contains("outbox::enqueue"), &outbox_name, &outbox),
-            (source.contains("consumer::run"), &inbox_name, &inbox),
+            (source.contains("Participation"), &inbox_name, &inbox),
         ];
         for (needed, name, text) in needs {
             if !needed {
