@@ -214,18 +214,29 @@ async fn consume(
         .await
         .map_err(|err| anyhow::anyhow!("cannot pull from consumer {}: {err}", config.name))?;
     tracing::info!(consumer = config.name, "consuming");
-    loop {
-        let next = tokio::select! {
-            () = shutdown.wait() => return Ok(()),
-            next = messages.next() => next,
-        };
-        match next {
-            Some(Ok(message)) => handle_message(bus, pool, config, handler, metrics, message).await,
-            Some(Err(err)) => anyhow::bail!("pull failed: {err}"),
-            None => anyhow::bail!("message stream ended"),
+    // Messages are handled concurrently, up to a bound: each handler locks what it changes
+    // (an order row, product rows in a fixed order, a cart row) and the inbox makes a
+    // concurrent redelivery wait for the first attempt, so no ordering is needed for
+    // correctness, and round trips to the database and other services overlap.
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let outcome = loop {
+        tokio::select! {
+            () = shutdown.wait() => break Ok(()),
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            next = messages.next(), if in_flight.len() < IN_FLIGHT => match next {
+                Some(Ok(message)) => in_flight.push(handle_message(bus, pool, config, handler, metrics, message)),
+                Some(Err(err)) => break Err(anyhow::anyhow!("pull failed: {err}")),
+                None => break Err(anyhow::anyhow!("message stream ended")),
+            },
         }
-    }
+    };
+    // Finish the messages in hand, whatever stopped the loop.
+    while in_flight.next().await.is_some() {}
+    outcome
 }
+
+/// Messages a consumer handles at once.
+const IN_FLIGHT: usize = 16;
 
 /// Creates (or updates) the durable consumer through JetStream's durable-create API, which
 /// NATS 2.9 honours with a wildcard filter (its newer create-with-filter subject dropped it).
