@@ -20,6 +20,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+pub use metrics::Metrics;
 pub use upstream::Upstreams;
 
 /// The largest request body accepted (API.md: 64 KiB).
@@ -29,9 +30,10 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct Settings {
     pub upstreams: Upstreams,
     pub verifier: Verifier,
-    /// The rest of the process's metrics (services, consumers, relayers), served on `/metrics`
-    /// after the gateway's own when the whole shop runs in one process.
-    pub process_metrics: Option<Arc<prometheus_client::registry::Registry>>,
+    /// The gateway's figures, registered (`Metrics::register`) in `registry`.
+    pub metrics: Metrics,
+    /// What `/metrics` serves: the gateway's figures, and with `souk up` the whole shop's.
+    pub registry: Arc<prometheus_client::registry::Registry>,
 }
 
 /// What every handler can reach.
@@ -40,6 +42,7 @@ pub(crate) struct AppState {
     pub verifier: Verifier,
     pub services: upstream::Clients,
     pub metrics: metrics::Metrics,
+    pub registry: Arc<prometheus_client::registry::Registry>,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -49,7 +52,8 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
     let state = Arc::new(AppState {
         verifier: settings.verifier,
         services: upstream::Clients::new(&settings.upstreams)?,
-        metrics: metrics::Metrics::new(settings.process_metrics),
+        metrics: settings.metrics,
+        registry: settings.registry,
     });
     let request_id = http::HeaderName::from_static("x-request-id");
     let app = Router::new()

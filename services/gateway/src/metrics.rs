@@ -1,8 +1,6 @@
 //! Per-route request counts and latency histograms, served as Prometheus text on `/metrics`.
-//! The registry belongs to one gateway (not the process), so several shops in one process, as in
-//! tests, keep their figures apart.
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use axum::{
     extract::{MatchedPath, Request},
@@ -32,11 +30,12 @@ struct RouteLabels {
 
 type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
-#[derive(Debug)]
+/// The gateway's own figures. They are registered in the process's registry, which `/metrics`
+/// serves whole: with `souk up` that holds every service, consumer and relayer of the shop too.
+/// The registry belongs to one shop (not the process), so several shops in one process, as in
+/// tests, keep their figures apart.
+#[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: Registry,
-    /// The rest of the process's figures, when it runs a whole shop.
-    process: Option<Arc<Registry>>,
     requests: Family<RequestLabels, Counter>,
     latency: Histograms,
 }
@@ -48,8 +47,9 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(process: Option<Arc<Registry>>) -> Self {
-        let mut registry = Registry::with_prefix("souk_gateway");
+    /// Registers the gateway's figures (`<prefix>_gateway_http_*`) in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let registry = registry.sub_registry_with_prefix("gateway");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Histograms = Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -62,29 +62,7 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        Self {
-            registry,
-            process,
-            requests,
-            latency,
-        }
-    }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        use prometheus_client::encoding::text::{encode_eof, encode_registry};
-        let mut out = String::new();
-        let encoded = encode_registry(&mut out, &self.registry)
-            .and_then(|()| {
-                self.process
-                    .as_ref()
-                    .map_or(Ok(()), |process| encode_registry(&mut out, process))
-            })
-            .and_then(|()| encode_eof(&mut out));
-        if let Err(err) = encoded {
-            tracing::error!(error = %err, "cannot encode metrics");
-        }
-        out
+        Self { requests, latency }
     }
 }
 

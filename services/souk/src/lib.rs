@@ -114,6 +114,7 @@ struct Keys {
 /// Every figure of the shop, registered once at start.
 #[derive(Debug, Clone, Default)]
 struct Metrics {
+    gateway: Option<souk_gateway::Metrics>,
     consumers: ConsumerMetrics,
     saga: souk_order::SagaMetrics,
     relayers: BTreeMap<&'static str, souk_relayer::Metrics>,
@@ -122,6 +123,7 @@ struct Metrics {
 impl Metrics {
     fn registry(&mut self) -> Registry {
         let mut registry = Registry::with_prefix("souk");
+        self.gateway = Some(souk_gateway::Metrics::register(&mut registry));
         self.consumers.register(&mut registry);
         self.saga.register(&mut registry);
         for outbox in OUTBOXES {
@@ -186,7 +188,12 @@ pub async fn up(
             order: url("order"),
         },
         verifier: shop.keys.verifier.clone(),
-        process_metrics: Some(registry),
+        metrics: shop
+            .metrics
+            .gateway
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("gateway metrics not registered"))?,
+        registry,
     };
     shop.tasks.spawn(named(
         "gateway".into(),

@@ -462,6 +462,8 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             service.serve(listener, shutdown).await
         }
         Service::Gateway => {
+            let metrics = souk_gateway::Metrics::register(&mut registry);
+            let registry = Arc::new(registry);
             let settings = souk_gateway::Settings {
                 upstreams: souk_gateway::Upstreams {
                     user: args.user_url,
@@ -470,9 +472,18 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                     order: args.order_url,
                 },
                 verifier: verifier(&args.jwt, "the gateway")?,
-                process_metrics: None,
+                metrics,
+                registry: registry.clone(),
             };
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
+            // The figures are on the API's own /metrics, and on the metrics port as for every
+            // other container.
+            let metrics_listener = bind("SOUK_METRICS_ADDR", args.metrics_addr).await?;
+            tokio::spawn(souk_shared::metrics::serve(
+                registry,
+                metrics_listener,
+                shutdown.clone(),
+            ));
             tracing::info!("gateway listening on http://{}", args.http_addr);
             souk_gateway::serve(settings, listener, shutdown).await
         }

@@ -60,7 +60,7 @@ async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        souk_shared::metrics::render(&state.registry),
     )
 }
 
