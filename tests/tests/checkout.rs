@@ -433,3 +433,53 @@ async fn a_malformed_event_is_dead_lettered_and_changes_nothing() {
         metrics.text
     );
 }
+
+#[tokio::test]
+async fn with_the_order_database_down_orders_are_503_and_the_rest_of_the_shop_works() {
+    let mut shop = TestShop::start_with(Options {
+        proxied_databases: vec!["order"],
+        ..Options::default()
+    })
+    .await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 100, 5).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 1).await;
+    let Some(local) = shop.local() else { return };
+    local.database_proxies["order"].cut();
+
+    let reply = shop
+        .send(
+            shop.request(Method::POST, "/api/orders")
+                .bearer_auth(&customer.token),
+        )
+        .await;
+    reply.expect(StatusCode::SERVICE_UNAVAILABLE);
+    shop.get("/api/orders", Some(&customer.token))
+        .await
+        .expect(StatusCode::SERVICE_UNAVAILABLE);
+    // Everything that does not need the order database goes on.
+    assert_eq!(stock(&shop, &lamp).await, 5);
+    shop.get("/api/carts", Some(&customer.token))
+        .await
+        .expect(StatusCode::OK);
+    shop.get("/api/users/me", Some(&customer.token))
+        .await
+        .expect(StatusCode::OK);
+
+    shop.local().expect("in-process").database_proxies["order"]
+        .restore()
+        .await;
+    let order = shop
+        .wait_for("/api/orders", Some(&customer.token), SETTLE, |r| {
+            r.status == StatusCode::OK
+        })
+        .await;
+    assert_eq!(
+        order.body["items"],
+        json!([]),
+        "nothing was ordered while it was down"
+    );
+    let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
+    assert_eq!(order["status"], "CONFIRMED");
+}
