@@ -116,6 +116,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Checks a PostgreSQL URL; the error names the setting and never repeats the URL (it may
+/// hold a password).
+pub fn check_database_url(setting: &str, url: &Secret<String>) -> anyhow::Result<()> {
+    let url = url.expose();
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    match url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(_) if postgres => Ok(()),
+        _ => anyhow::bail!(
+            "{setting}: not a PostgreSQL URL (postgres://user[:password]@host[:port]/database)"
+        ),
+    }
+}
+
+/// A NATS server URL (`nats://host:port`), checked at start.
+pub fn parse_nats_url(s: &str) -> Result<String, String> {
+    s.parse::<async_nats::ServerAddr>()
+        .map(|_| s.to_owned())
+        .map_err(|err| format!("{s:?} is not a NATS URL (nats://host:port): {err}"))
+}
+
 /// Settings every process has.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
@@ -152,10 +172,17 @@ pub struct DatabaseArgs {
     pub database_url: Secret<String>,
 }
 
+impl DatabaseArgs {
+    /// Checks the URL once at start (clap would echo a rejected value, password included).
+    pub fn check(&self) -> anyhow::Result<()> {
+        check_database_url("SOUK_DATABASE_URL", &self.database_url)
+    }
+}
+
 /// The shop's NATS server, with JetStream.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    #[arg(long, env = "SOUK_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, env = "SOUK_NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = parse_nats_url)]
     pub nats_url: String,
 
     /// Attempts at handling a failing event before it goes to the dead-letter subject.
@@ -200,6 +227,22 @@ mod tests {
         }
         let shop: ShopName = "t1".parse().expect("valid");
         assert_eq!(shop.database_name("user"), "t1_user");
+    }
+
+    #[test]
+    fn urls_are_checked_without_echoing_secrets() {
+        let url = |s: &str| Secret::new(s.to_owned());
+        assert!(
+            check_database_url("X", &url("postgres://postgres@127.0.0.1:5432/postgres")).is_ok()
+        );
+        let err = check_database_url("SOUK_X", &url("mysql://root:hunter2@db/x"))
+            .expect_err("not postgres");
+        assert!(
+            err.to_string().starts_with("SOUK_X:") && !err.to_string().contains("hunter2"),
+            "{err}"
+        );
+        assert!(parse_nats_url("nats://127.0.0.1:4222").is_ok());
+        assert!(parse_nats_url("http://[::1").is_err());
     }
 
     #[test]

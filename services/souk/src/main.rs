@@ -10,7 +10,10 @@ use prometheus_client::registry::Registry;
 use souk_shared::{
     Shutdown,
     bus::Bus,
-    config::{CommonArgs, DatabaseArgs, JwtArgs, NatsArgs, Secret, ShopName, parse_duration},
+    config::{
+        CommonArgs, DatabaseArgs, JwtArgs, NatsArgs, Secret, ShopName, check_database_url,
+        parse_duration,
+    },
     consumer::ConsumerMetrics,
     db::DatabaseLocation,
     jwt::{KeyPair, Signer, Verifier, read_pem},
@@ -112,6 +115,17 @@ struct CheckoutArgs {
 }
 
 impl ServiceDatabaseArgs {
+    /// Checks every URL given, naming the setting of a malformed one.
+    fn check(&self) -> anyhow::Result<()> {
+        for (service, url) in self.own() {
+            check_database_url(
+                &format!("SOUK_{}_DATABASE_URL", service.to_uppercase()),
+                &url,
+            )?;
+        }
+        Ok(())
+    }
+
     /// The services given a database URL of their own.
     fn own(&self) -> BTreeMap<&'static str, Secret<String>> {
         [
@@ -326,6 +340,8 @@ async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
+    args.database.check()?;
+    args.service_databases.check()?;
     let mut config = souk::ShopConfig::new(
         common.shop_name,
         args.database.database_url,
@@ -372,6 +388,8 @@ async fn serve_metrics(
 }
 
 async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
+    args.database.check()?;
+    args.service_databases.check()?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let shop = &common.shop_name;
@@ -491,6 +509,8 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
+    args.database.check()?;
+    args.service_databases.check()?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let service = args.service.name();
@@ -558,6 +578,30 @@ mod tests {
         let err = Cli::try_parse_from(["souk", "up", "--admin-email", "a@b.c"])
             .expect_err("half an admin");
         assert!(err.to_string().contains("admin-password"), "{err}");
+    }
+
+    #[test]
+    fn malformed_urls_are_named_at_start_without_their_secrets() {
+        let cli = Cli::try_parse_from([
+            "souk",
+            "serve",
+            "order",
+            "--order-database-url",
+            "mysql://root:hunter2@db/x",
+        ])
+        .expect("parsed; checked at start");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let err = args.service_databases.check().expect_err("invalid");
+        assert!(
+            err.to_string().starts_with("SOUK_ORDER_DATABASE_URL:")
+                && !err.to_string().contains("hunter2"),
+            "{err}"
+        );
+        let err =
+            Cli::try_parse_from(["souk", "up", "--nats-url", "http://[::1"]).expect_err("invalid");
+        assert!(err.to_string().contains("nats-url"), "{err}");
     }
 
     #[test]
