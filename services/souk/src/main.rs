@@ -286,7 +286,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = ?err, "souk stopped");
+            tracing::error!(error = format!("{err:#}"), "souk stopped");
             eprintln!("souk: {err:#}");
             std::process::ExitCode::FAILURE
         }
