@@ -605,6 +605,18 @@ mod tests {
     }
 
     #[test]
+    fn the_outboxes_can_be_relayed_alone() {
+        for service in ["product", "order"] {
+            let cli = Cli::try_parse_from(["souk", "relay", service]).expect(service);
+            assert!(matches!(cli.command, Command::Relay(_)), "{service}");
+        }
+        assert!(
+            Cli::try_parse_from(["souk", "relay", "cart"]).is_err(),
+            "the cart has no outbox"
+        );
+    }
+
+    #[test]
     fn every_service_can_be_served_alone() {
         for service in ["user", "product", "cart", "payment", "order", "gateway"] {
             let cli = Cli::try_parse_from(["souk", "serve", service]).expect(service);
