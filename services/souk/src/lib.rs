@@ -228,13 +228,17 @@ impl RunningShop {
         Ok(format!("http://{addr}"))
     }
 
-    /// Starts one service on `addr` (connecting to its database first), and the relayer of its
-    /// outbox if it has one; returns where it listens.
+    /// Binds `addr`, starts one service there (its database connected and migrated) and the
+    /// relayer of its outbox if it has one; returns where it listens.
     async fn start_service(
         &mut self,
         service: &'static str,
         addr: SocketAddr,
     ) -> anyhow::Result<SocketAddr> {
+        // Bound first: a restart waits here, before starting anything, for the old server to
+        // let go of its port.
+        let listener = bind(service, addr).await?;
+        let addr = listener.local_addr()?;
         let stop = Shutdown::new();
         tokio::spawn({
             let (shop, stop) = (self.shutdown.clone(), stop.clone());
@@ -254,8 +258,6 @@ impl RunningShop {
                     admin: config.admin.clone(),
                 })
                 .await?;
-                let listener = bind(service, addr).await?;
-                self.grpc_addrs.insert(service, listener.local_addr()?);
                 (Box::pin(user.serve(listener, stop.clone())), None)
             }
             "product" => {
@@ -272,8 +274,6 @@ impl RunningShop {
                     );
                 }
                 let pool = product.pool().clone();
-                let listener = bind(service, addr).await?;
-                self.grpc_addrs.insert(service, listener.local_addr()?);
                 (Box::pin(product.serve(listener, stop.clone())), Some(pool))
             }
             "cart" => {
@@ -290,8 +290,6 @@ impl RunningShop {
                         self.metrics.consumers.clone(),
                     );
                 }
-                let listener = bind(service, addr).await?;
-                self.grpc_addrs.insert(service, listener.local_addr()?);
                 (Box::pin(cart.serve(listener, stop.clone())), None)
             }
             "payment" => {
@@ -301,8 +299,6 @@ impl RunningShop {
                     decline_above_cents: config.payment_decline_above_cents,
                 })
                 .await?;
-                let listener = bind(service, addr).await?;
-                self.grpc_addrs.insert(service, listener.local_addr()?);
                 (Box::pin(payment.serve(listener, stop.clone())), None)
             }
             "order" => {
@@ -323,12 +319,11 @@ impl RunningShop {
                 })
                 .await?;
                 let pool = order.pool().clone();
-                let listener = bind(service, addr).await?;
-                self.grpc_addrs.insert(service, listener.local_addr()?);
                 (Box::pin(order.serve(listener, stop.clone())), Some(pool))
             }
             other => anyhow::bail!("unknown service {other:?}"),
         };
+        self.grpc_addrs.insert(service, addr);
         self.tasks.spawn(named(format!("{service} service"), task));
         if let Some(pool) = outbox {
             let metrics = self
@@ -352,7 +347,7 @@ impl RunningShop {
                 }));
         }
         self.service_shutdowns.insert(service, stop);
-        Ok(self.grpc_addrs[service])
+        Ok(addr)
     }
 
     /// Stops one service and its relayer (the rest of the shop keeps running), as when its pod

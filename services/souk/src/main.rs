@@ -371,16 +371,26 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     shop.wait().await
 }
 
+/// A started service, to be served on its listener until shutdown.
+type ServeFn = Box<
+    dyn FnOnce(
+            TcpListener,
+            Shutdown,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
+        + Send,
+>;
+
 /// Serves a registry's metrics on `addr` until `shutdown`, in the background.
 async fn serve_metrics(
-    registry: Registry,
+    registry: Arc<Registry>,
     addr: SocketAddr,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let listener = bind("SOUK_METRICS_ADDR", addr).await?;
     tracing::info!("metrics on http://{addr}/metrics");
     tokio::spawn(souk_shared::metrics::serve(
-        Arc::new(registry),
+        registry,
         listener,
         shutdown.clone(),
     ));
@@ -401,8 +411,7 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let consumers = ConsumerMetrics::default();
     consumers.register(&mut registry);
     let bus = || Bus::connect(&args.nats.nats_url, shop.clone(), "service");
-    let grpc = bind("SOUK_GRPC_ADDR", args.grpc_addr);
-    match args.service {
+    let (name, serve): (&str, ServeFn) = match args.service {
         Service::User => {
             let keys = keys(&args.jwt, false)?;
             let service = souk_user::UserService::start(souk_user::Settings {
@@ -412,10 +421,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 admin: args.admin.account(),
             })
             .await?;
-            let listener = grpc.await?;
-            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
-            tracing::info!(addr = %args.grpc_addr, "user service listening (gRPC)");
-            service.serve(listener, shutdown).await
+            (
+                "user",
+                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
+            )
         }
         Service::Product => {
             let service = souk_product::ProductService::start(souk_product::Settings {
@@ -424,10 +433,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             })
             .await?
             .with_events(bus().await?, args.nats.max_deliver, consumers);
-            let listener = grpc.await?;
-            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
-            tracing::info!(addr = %args.grpc_addr, "product service listening (gRPC)");
-            service.serve(listener, shutdown).await
+            (
+                "product",
+                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
+            )
         }
         Service::Cart => {
             let service = souk_cart::CartService::start(souk_cart::Settings {
@@ -437,10 +446,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             })
             .await?
             .with_events(bus().await?, args.nats.max_deliver, consumers);
-            let listener = grpc.await?;
-            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
-            tracing::info!(addr = %args.grpc_addr, "cart service listening (gRPC)");
-            service.serve(listener, shutdown).await
+            (
+                "cart",
+                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
+            )
         }
         Service::Payment => {
             let service = souk_payment::PaymentService::start(souk_payment::Settings {
@@ -449,10 +458,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 decline_above_cents: args.checkout.payment_decline_above_cents,
             })
             .await?;
-            let listener = grpc.await?;
-            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
-            tracing::info!(addr = %args.grpc_addr, "payment service listening (gRPC)");
-            service.serve(listener, shutdown).await
+            (
+                "payment",
+                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
+            )
         }
         Service::Order => {
             let keys = keys(&args.jwt, false)?;
@@ -474,10 +483,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 consumer_metrics: consumers,
             })
             .await?;
-            let listener = grpc.await?;
-            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
-            tracing::info!(addr = %args.grpc_addr, "order service listening (gRPC)");
-            service.serve(listener, shutdown).await
+            (
+                "order",
+                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
+            )
         }
         Service::Gateway => {
             let metrics = souk_gateway::Metrics::register(&mut registry);
@@ -496,16 +505,15 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
             // The figures are on the API's own /metrics, and on the metrics port as for every
             // other container.
-            let metrics_listener = bind("SOUK_METRICS_ADDR", args.metrics_addr).await?;
-            tokio::spawn(souk_shared::metrics::serve(
-                registry,
-                metrics_listener,
-                shutdown.clone(),
-            ));
+            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
             tracing::info!("gateway listening on http://{}", args.http_addr);
-            souk_gateway::serve(settings, listener, shutdown).await
+            return souk_gateway::serve(settings, listener, shutdown).await;
         }
-    }
+    };
+    let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
+    serve_metrics(Arc::new(registry), args.metrics_addr, &shutdown).await?;
+    tracing::info!(addr = %args.grpc_addr, "{name} service listening (gRPC)");
+    serve(listener, shutdown).await
 }
 
 async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
@@ -522,7 +530,7 @@ async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
     let metrics = souk_relayer::Metrics::default();
     let mut registry = Registry::with_prefix("souk");
     metrics.register(registry.sub_registry_with_label(("outbox".into(), service.into())));
-    serve_metrics(registry, args.metrics_addr, &shutdown).await?;
+    serve_metrics(Arc::new(registry), args.metrics_addr, &shutdown).await?;
     tracing::info!(outbox = service, "relayer started");
     souk_relayer::Relayer::new(
         service,
