@@ -126,18 +126,9 @@ impl FromRequestParts<State> for AuthUser {
             .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-        let token = match header.split_once(' ') {
-            Some((scheme, token))
-                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-            {
-                token.trim()
-            }
-            _ => {
-                return Err(ApiError::Unauthorized(
-                    "the Authorization header must be `Bearer <token>`".into(),
-                ));
-            }
-        };
+        let token = souk_shared::auth::parse_bearer(header).ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+        })?;
         let claims = state
             .verifier
             .verify(token)

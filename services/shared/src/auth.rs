@@ -72,15 +72,20 @@ fn bearer_token(metadata: &MetadataMap) -> Result<Option<&str>, Error> {
     let value = value
         .to_str()
         .map_err(|_| Error::Unauthenticated("malformed authorization header".into()))?;
+    parse_bearer(value)
+        .map(Some)
+        .ok_or_else(|| Error::Unauthenticated("authorization must be `Bearer <token>`".into()))
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive), if it is one.
+pub fn parse_bearer(value: &str) -> Option<&str> {
     match value.split_once(' ') {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
         {
-            Ok(Some(token.trim()))
+            Some(token.trim())
         }
-        _ => Err(Error::Unauthenticated(
-            "authorization must be `Bearer <token>`".into(),
-        )),
+        _ => None,
     }
 }
 
