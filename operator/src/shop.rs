@@ -511,8 +511,12 @@ impl Default for ManagedNats {
     }
 }
 
+/// The NATS server version a managed NATS runs by default. `scripts/setup` builds the same version
+/// for local runs and tests (pinned in `tools/nats/go.mod`); a test checks that the two agree.
+pub const NATS_VERSION: &str = "2.11.17";
+
 fn default_nats_image() -> String {
-    "nats:2.11-alpine".to_owned()
+    format!("nats:{NATS_VERSION}-alpine")
 }
 
 /// An external NATS server.
@@ -649,6 +653,21 @@ mod tests {
             committed == generated,
             "crds/shop.yaml is stale; run: cargo run -q -p souk-operator --bin crdgen > crds/shop.yaml"
         );
+    }
+
+    #[test]
+    fn managed_nats_runs_the_version_that_local_set_up_builds() {
+        let go_mod = include_str!("../../tools/nats/go.mod");
+        let pinned = go_mod
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("github.com/nats-io/nats-server/v2 v"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("tools/nats/go.mod requires github.com/nats-io/nats-server/v2");
+        assert_eq!(
+            pinned, NATS_VERSION,
+            "tools/nats/go.mod (scripts/setup) and the operator's default NATS image disagree"
+        );
+        assert_eq!(ManagedNats::default().image, format!("nats:{pinned}-alpine"));
     }
 
     #[test]
