@@ -17,7 +17,7 @@
 # 5. operator-      the chart's ClusterRole/Role = the RBAC table in operator/src/lib.rs's header;
 #    contract       every flag and environment variable the chart gives the operator is declared by
 #                   its CLI (operator/src/main.rs)
-# 6. shellcheck     scripts/*.sh, tests/e2e-kind, .ci/run
+# 6. shellcheck     scripts/*.sh, scripts/{setup,test,up}, tests/e2e-kind, .ci/run
 # 7. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
 # 8. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
 # Ends with "packaging: N checks passed, M failed" (worded so it is not read as a test-runner
@@ -298,7 +298,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 section "shellcheck"
-scripts=(scripts/*.sh tests/e2e-kind)
+scripts=(scripts/*.sh scripts/setup scripts/test scripts/up tests/e2e-kind)
 [[ -f .ci/run ]] && scripts+=(.ci/run)
 if ! command -v shellcheck >/dev/null 2>&1; then
   fail shellcheck "shellcheck is not installed (scripts/install-tools.sh)"
