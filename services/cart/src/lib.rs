@@ -92,7 +92,6 @@ impl CartService {
             events.spawn(
                 database.clone(),
                 "cart",
-                "order.confirmed",
                 checkout::EVENTS,
                 handler,
                 &shutdown,

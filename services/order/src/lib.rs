@@ -102,7 +102,6 @@ impl OrderService {
         let consumer = self.events.spawn(
             pool.clone(),
             "order",
-            "stock.*",
             saga::EVENTS,
             self.state.saga.clone(),
             &shutdown,

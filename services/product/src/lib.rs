@@ -81,7 +81,6 @@ impl ProductService {
             events.spawn(
                 database.clone(),
                 "product",
-                "order.*",
                 events_handled,
                 handler,
                 &shutdown,

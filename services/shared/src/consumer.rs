@@ -78,11 +78,8 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerConfig {
     /// The durable name, e.g. `product`.
     pub name: &'static str,
-    /// The subjects it reads, after the shop's prefix: one subject or a wildcard such as
-    /// `order.*` (NATS 2.9, which this must run on, takes one filter per consumer).
-    pub filter: &'static str,
-    /// The event types it handles, e.g. `["order.created", "order.cancelled"]`; other events
-    /// that match the filter are acknowledged and skipped.
+    /// The event types it handles, e.g. `["order.created", "order.cancelled"]`: the consumer
+    /// reads exactly their subjects, so nothing else reaches it.
     pub events: &'static [&'static str],
     /// Attempts before a failing event is dead-lettered.
     pub max_deliver: i64,
@@ -141,20 +138,18 @@ pub struct Participation {
 }
 
 impl Participation {
-    /// Starts consuming, in the background until `shutdown`, the events `filter` brings
-    /// (`events` of them handled by `handler`) as the durable consumer `name`.
+    /// Starts consuming, in the background until `shutdown`, the `events` that `handler`
+    /// handles, as the durable consumer `name`.
     pub fn spawn(
         self,
         pool: PgPool,
         name: &'static str,
-        filter: &'static str,
         events: &'static [&'static str],
         handler: Arc<dyn Handler>,
         shutdown: &Shutdown,
     ) -> tokio::task::JoinHandle<()> {
         let config = ConsumerConfig {
             name,
-            filter,
             events,
             max_deliver: self.max_deliver,
         };
@@ -238,39 +233,29 @@ async fn consume(
 /// Messages a consumer handles at once.
 const IN_FLIGHT: usize = 16;
 
-/// Creates (or updates) the durable consumer through JetStream's durable-create API, which
-/// NATS 2.9 honours with a wildcard filter (its newer create-with-filter subject dropped it).
+/// Creates the durable consumer, or updates it to this configuration.
 async fn durable_consumer(
     bus: &Bus,
     stream: &jetstream::stream::Stream,
     config: &ConsumerConfig,
 ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-    use jetstream::consumer::IntoConsumerConfig as _;
-    let stream_name = events::stream_name(bus.shop());
     let settings = pull::Config {
         durable_name: Some(config.name.to_owned()),
-        filter_subject: events::subject(bus.shop(), config.filter),
+        filter_subjects: config
+            .events
+            .iter()
+            .map(|event_type| events::subject(bus.shop(), event_type))
+            .collect(),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: Duration::from_secs(30),
         // Redelivery is ours to limit (see `HandleError`), not the server's.
         max_deliver: -1,
         ..Default::default()
-    }
-    .into_consumer_config();
-    let request = serde_json::json!({ "stream_name": stream_name, "config": settings });
-    let subject = format!("CONSUMER.DURABLE.CREATE.{stream_name}.{}", config.name);
-    let response: jetstream::response::Response<jetstream::consumer::Info> = bus
-        .jetstream()
-        .request(subject, &request)
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot create consumer {}: {err}", config.name))?;
-    if let jetstream::response::Response::Err { error } = response {
-        anyhow::bail!("cannot create consumer {}: {error}", config.name);
-    }
+    };
     stream
-        .get_consumer(config.name)
+        .create_consumer(settings)
         .await
-        .map_err(|err| anyhow::anyhow!("cannot open consumer {}: {err}", config.name))
+        .map_err(|err| anyhow::anyhow!("cannot create consumer {}: {err}", config.name))
 }
 
 async fn handle_message(
@@ -286,9 +271,13 @@ async fn handle_message(
         Ok(envelope) => envelope,
         Err(err) => return dead_letter(bus, config, metrics, &message, &err.to_string()).await,
     };
-    if !config.events.contains(&envelope.event_type.as_str()) {
-        tracing::trace!(consumer = config.name, event_type = %envelope.event_type, "not for this consumer");
-        return ack(&message, AckKind::Ack).await;
+    if message.subject.as_str() != events::subject(bus.shop(), &envelope.event_type) {
+        // The consumer reads only the subjects of its events; the envelope must say the same.
+        let reason = format!(
+            "event type {} on subject {}",
+            envelope.event_type, message.subject
+        );
+        return dead_letter(bus, config, metrics, &message, &reason).await;
     }
     let trace = crate::trace::continue_from(envelope.traceparent.as_deref());
     let span = tracing::info_span!(
