@@ -93,6 +93,126 @@ async fn a_paid_order_is_confirmed_takes_the_stock_once_and_empties_the_cart() {
     }
 }
 
+/// The cart's lines as `(product id, quantity)`, sorted.
+async fn cart_lines(shop: &TestShop, customer: &Session) -> Vec<(String, i64)> {
+    let reply = shop.get("/api/carts", Some(&customer.token)).await;
+    lines_of(reply.expect(StatusCode::OK))
+}
+
+fn lines_of(cart: &Value) -> Vec<(String, i64)> {
+    let mut lines: Vec<(String, i64)> = cart["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            let product = item["product_id"].as_str().expect("product_id").to_owned();
+            (product, item["quantity"].as_i64().expect("quantity"))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Waits until the cart holds exactly `expected` (any order).
+async fn wait_for_cart(shop: &TestShop, customer: &Session, expected: &[(&str, i64)]) {
+    let mut expected: Vec<(String, i64)> = expected
+        .iter()
+        .map(|(product, quantity)| ((*product).to_owned(), *quantity))
+        .collect();
+    expected.sort();
+    shop.wait_for("/api/carts", Some(&customer.token), SETTLE, |r| {
+        r.status == StatusCode::OK && lines_of(&r.body) == expected
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn what_a_shopper_adds_after_ordering_stays_in_the_cart() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 500, 10).await;
+    let mug = product(&shop, &admin, 300, 10).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 2).await;
+    let first = place(&shop, &customer, None).await;
+
+    // Before or after the confirmation, whichever comes first: the outcome is the same.
+    add_to_cart(&shop, &customer, &mug, 1).await;
+    add_to_cart(&shop, &customer, &lamp, 1).await;
+    assert_eq!(
+        settled(&shop, &customer, &first).await["status"],
+        "CONFIRMED"
+    );
+    // The confirmed order took its two lamps; the mug and the third lamp stay.
+    wait_for_cart(&shop, &customer, &[(&lamp, 1), (&mug, 1)]).await;
+
+    // The next basket is ordered as it is, and then the cart is empty.
+    let second = place(&shop, &customer, None).await;
+    assert_eq!(second["total_cents"], 800);
+    assert_eq!(
+        settled(&shop, &customer, &second).await["status"],
+        "CONFIRMED"
+    );
+    wait_for_cart(&shop, &customer, &[]).await;
+    assert_eq!(stock(&shop, &lamp).await, 7);
+    assert_eq!(stock(&shop, &mug).await, 9);
+}
+
+#[tokio::test]
+async fn the_cart_keeps_the_ordered_lines_until_the_order_is_confirmed_and_loses_them_once() {
+    let mut shop = TestShop::start_with(Options {
+        proxied_nats: true,
+        ..Options::default()
+    })
+    .await;
+    let admin = shop.admin().await;
+    let lamp = product(&shop, &admin, 500, 10).await;
+    let mug = product(&shop, &admin, 300, 10).await;
+    let customer = shop.customer().await;
+    add_to_cart(&shop, &customer, &lamp, 2).await;
+    let Some(local) = shop.local() else { return };
+    // With the bus cut, the order stays PENDING for as long as this test needs.
+    local.nats_proxy.as_ref().expect("proxied NATS").cut();
+    let order = place(&shop, &customer, None).await;
+    add_to_cart(&shop, &customer, &mug, 1).await;
+    let pending = shop
+        .get(
+            &format!("/api/orders/{}", order["id"].as_str().expect("id")),
+            Some(&customer.token),
+        )
+        .await;
+    assert_eq!(pending.expect(StatusCode::OK)["status"], "PENDING");
+    let mut expected = vec![(lamp.clone(), 2), (mug.clone(), 1)];
+    expected.sort();
+    assert_eq!(
+        cart_lines(&shop, &customer).await,
+        expected,
+        "a pending order leaves the cart as it was"
+    );
+
+    let local = shop.local().expect("in-process");
+    local
+        .nats_proxy
+        .as_ref()
+        .expect("proxied NATS")
+        .restore()
+        .await;
+    assert_eq!(
+        settled(&shop, &customer, &order).await["status"],
+        "CONFIRMED"
+    );
+    wait_for_cart(&shop, &customer, &[(&mug, 1)]).await;
+
+    // A redelivered order.confirmed (same event, new message id) takes nothing more.
+    add_to_cart(&shop, &customer, &lamp, 2).await;
+    let local = shop.local().expect("in-process");
+    assert!(local.republish_all_events().await >= 3);
+    local.wait_for_consumers_idle(SETTLE).await;
+    let mut expected = vec![(lamp.clone(), 2), (mug.clone(), 1)];
+    expected.sort();
+    assert_eq!(cart_lines(&shop, &customer).await, expected);
+}
+
 #[tokio::test]
 async fn an_order_beyond_the_stock_is_cancelled_and_charges_nothing() {
     let shop = TestShop::start().await;

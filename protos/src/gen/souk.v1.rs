@@ -3487,13 +3487,18 @@ pub struct StockRejected {
     #[prost(string, repeated, tag = "2")]
     pub product_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
-/// order.confirmed: paid; the cart service empties the user's cart.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+/// order.confirmed: paid; the cart service takes exactly the ordered lines out of the user's cart
+/// (what the shopper added or raised since stays).
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct OrderConfirmed {
     #[prost(string, tag = "1")]
     pub order_id: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub user_id: ::prost::alloc::string::String,
+    /// The order's lines, as in its order.created. An event written before this field existed has
+    /// none; the cart service then empties the cart, as it did then.
+    #[prost(message, repeated, tag = "3")]
+    pub lines: ::prost::alloc::vec::Vec<OrderLine>,
 }
 /// order.cancelled: the product service releases any reservation of the order.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -88,7 +88,7 @@ impl CartService {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let database = self.state.carts.store.pool().clone();
         let consumer = self.events.map(|events| {
-            let handler = Arc::new(checkout::EmptyOnConfirm);
+            let handler = Arc::new(checkout::TakeOutOnConfirm);
             events.spawn(
                 database.clone(),
                 "cart",

@@ -108,6 +108,34 @@ pub async fn remove(
 }
 
 /// Removes every line.
+/// Takes `quantities` of `product_ids` out of the cart: a line holding more keeps the rest, a line
+/// holding as much or less goes. Products not in the cart are ignored.
+pub async fn take_out(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    product_ids: &[Uuid],
+    quantities: &[i64],
+) -> Result<(), Error> {
+    // Both parts read the same snapshot, so each line is either lowered or deleted, never both.
+    sqlx::query!(
+        r#"with ordered as (
+               select * from unnest($2::uuid[], $3::bigint[]) as o (product_id, quantity)
+           ), gone as (
+               delete from cart_items c using ordered o
+               where c.user_id = $1 and c.product_id = o.product_id and c.quantity <= o.quantity
+           )
+           update cart_items c set quantity = c.quantity - o.quantity, updated_at = now()
+           from ordered o
+           where c.user_id = $1 and c.product_id = o.product_id and c.quantity > o.quantity"#,
+        user_id,
+        product_ids,
+        quantities,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn clear(conn: &mut PgConnection, user_id: Uuid) -> Result<(), Error> {
     sqlx::query!("delete from cart_items where user_id = $1", user_id)
         .execute(conn)

@@ -20,8 +20,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use souk_protos::v1::{
-    ChargeRequest, OrderCancelled, OrderConfirmed, PaymentStatus, RefundRequest, StockRejected,
-    StockReserved, payment_service_client::PaymentServiceClient,
+    ChargeRequest, OrderCancelled, OrderConfirmed, OrderLine, PaymentStatus, RefundRequest,
+    StockRejected, StockReserved, payment_service_client::PaymentServiceClient,
 };
 use souk_shared::{
     Error, Shutdown,
@@ -114,10 +114,17 @@ impl Saga {
     }
 
     async fn confirm(&self, tx: &mut PgConnection, order: &Locked) -> Result<(), Error> {
-        Store::confirm(tx, order.id).await?;
+        let lines = Store::confirm(tx, order.id).await?;
         let event = OrderConfirmed {
             order_id: order.id.to_string(),
             user_id: order.user_id.to_string(),
+            lines: lines
+                .into_iter()
+                .map(|(product_id, quantity)| OrderLine {
+                    product_id: product_id.to_string(),
+                    quantity,
+                })
+                .collect(),
         };
         outbox::enqueue(tx, &self.shop, &event).await?;
         tracing::info!(order_id = %order.id, "order confirmed");

@@ -259,14 +259,24 @@ impl Store {
         .transpose()
     }
 
-    pub async fn confirm(tx: &mut PgConnection, id: Uuid) -> Result<(), Error> {
+    /// Confirms the order and returns its lines (product, quantity), for `order.confirmed`.
+    pub async fn confirm(tx: &mut PgConnection, id: Uuid) -> Result<Vec<(Uuid, i64)>, Error> {
         sqlx::query!(
             "update orders set status = 'CONFIRMED', saga_step = 'completed', updated_at = now() where id = $1",
             id
         )
-        .execute(tx)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let lines = sqlx::query!(
+            "select product_id, quantity from order_items where order_id = $1 order by product_id",
+            id
+        )
+        .fetch_all(tx)
+        .await?;
+        Ok(lines
+            .into_iter()
+            .map(|line| (line.product_id, line.quantity))
+            .collect())
     }
 
     pub async fn cancel(
