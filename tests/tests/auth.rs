@@ -1,4 +1,4 @@
-//! The Auth section of API.md, over HTTP.
+//! The Auth section of docs/api.md, over HTTP.
 
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};

@@ -1,4 +1,4 @@
-//! The Cart section of API.md, over HTTP: the caller's own cart priced at current prices, its
+//! The Cart section of docs/api.md, over HTTP: the caller's own cart priced at current prices, its
 //! errors, and what happens while the product service is down.
 
 use std::time::Duration;

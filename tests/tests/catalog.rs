@@ -1,4 +1,4 @@
-//! The Catalog section of API.md, over HTTP: public reads, admin-only writes, pagination,
+//! The Catalog section of docs/api.md, over HTTP: public reads, admin-only writes, pagination,
 //! categories, and the 400/401/403/404/409 answers around them.
 //!
 //! Exact counts are taken inside a category made by the test, so the tests also hold against a

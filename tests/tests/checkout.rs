@@ -1,4 +1,4 @@
-//! The Orders section of API.md: the checkout saga end to end, over HTTP, against a shop with
+//! The Orders section of docs/api.md: the checkout saga end to end, over HTTP, against a shop with
 //! real PostgreSQL databases and a real JetStream stream of its own.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The Operations section of API.md, and the gateway's behaviour around it.
+//! The Operations section of docs/api.md, and the gateway's behaviour around it.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Every error the API answers, as an RFC 7807 `application/problem+json` body. Statuses follow
-//! API.md; a 5xx never carries internals (the cause is logged, not sent).
+//! docs/api.md; a 5xx never carries internals (the cause is logged, not sent).
 
 use std::collections::BTreeMap;
 

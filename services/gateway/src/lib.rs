@@ -1,4 +1,4 @@
-//! The gateway: the REST API of `API.md`, in front of the gRPC services.
+//! The gateway: the REST API of `docs/api.md`, in front of the gRPC services.
 //!
 //! Every error leaves as an RFC 7807 problem (`error.rs`); JSON bodies, ids and the caller's
 //! token are checked by extractors before a handler runs (`extract.rs`); each route module owns
@@ -23,7 +23,7 @@ use tower_http::{
 pub use metrics::Metrics;
 pub use upstream::Upstreams;
 
-/// The largest request body accepted (API.md: 64 KiB).
+/// The largest request body accepted (docs/api.md: 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Valid-by-construction catalog values: a `ProductDraft`, `CategoryDraft` or `PageRequest`
-//! exists only once it passed the rules of API.md, so the store never sees bad input.
+//! exists only once it passed the rules of docs/api.md, so the store never sees bad input.
 
 use souk_shared::Error;
 use uuid::Uuid;
@@ -12,7 +12,7 @@ pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 /// The longest description of a product or category, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
 
-/// The page size when the caller gives none, and the largest allowed (API.md).
+/// The page size when the caller gives none, and the largest allowed (docs/api.md).
 pub const DEFAULT_PAGE_SIZE: i64 = 20;
 pub const MAX_PAGE_SIZE: i64 = 100;
 

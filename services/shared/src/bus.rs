@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, stream};
 
 use crate::{config::ShopName, events};
 
-/// How long JetStream remembers message ids to drop duplicates (ARCHITECTURE.md: 2 minutes).
+/// How long JetStream remembers message ids to drop duplicates (docs/architecture.md: 2 minutes).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]

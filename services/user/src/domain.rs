@@ -1,5 +1,5 @@
 //! Valid-by-construction account fields: an `Email`, `Password` or `Name` exists only once it
-//! passed the rules of API.md.
+//! passed the rules of docs/api.md.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The Cart section of API.md: the signed-in caller's own cart. The caller's token is
+//! The Cart section of docs/api.md: the signed-in caller's own cart. The caller's token is
 //! forwarded and the cart service takes the user from it, so no route can name another cart.
 
 use axum::{

@@ -1,4 +1,4 @@
-//! The Catalog section of API.md: products and categories. Reads are public; writes take an
+//! The Catalog section of docs/api.md: products and categories. Reads are public; writes take an
 //! `Admin` (401 without a token, 403 for another role) and forward the token, so the product
 //! service checks the role again.
 //!
@@ -22,7 +22,7 @@ use crate::{
     extract::{Admin, IdPath, Json, Query},
 };
 
-/// API.md: `page` ≥ 1, `page_size` 1..=100, 20 when not given.
+/// docs/api.md: `page` ≥ 1, `page_size` 1..=100, 20 when not given.
 const DEFAULT_PAGE_SIZE: i64 = 20;
 const MAX_PAGE_SIZE: i64 = 100;
 

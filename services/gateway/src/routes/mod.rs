@@ -1,4 +1,4 @@
-//! One module per section of API.md, each with its own `router()`.
+//! One module per section of docs/api.md, each with its own `router()`.
 
 pub mod cart;
 pub mod catalog;

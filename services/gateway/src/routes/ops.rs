@@ -1,4 +1,4 @@
-//! The Operations section of API.md: liveness, readiness, metrics and the OpenAPI document.
+//! The Operations section of docs/api.md: liveness, readiness, metrics and the OpenAPI document.
 
 use axum::{
     Router,

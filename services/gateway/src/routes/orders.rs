@@ -1,4 +1,4 @@
-//! The Orders section of API.md: placing an order from the cart (202, the saga runs on),
+//! The Orders section of docs/api.md: placing an order from the cart (202, the saga runs on),
 //! listing, reading and cancelling the caller's own orders.
 
 use axum::{

@@ -1,4 +1,4 @@
-//! The Auth section of API.md: registration, login, reading users.
+//! The Auth section of docs/api.md: registration, login, reading users.
 
 use axum::{Router, extract::State as AxumState, http::StatusCode, routing::get, routing::post};
 use chrono::{DateTime, Utc};
