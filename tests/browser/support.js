@@ -178,7 +178,16 @@ export async function openBrowser(t, { javaScript = true } = {}) {
   const problems = [];
   context.on("request", (request) => requests.push(request.url()));
   context.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console: ${message.text()} (${message.location().url})`);
+    // A page answered with an error status is the test's business (it may expect a 400);
+    // a script, style or poll that fails is recorded below.
+    if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) {
+      problems.push(`console: ${message.text()} (${message.location().url})`);
+    }
+  });
+  context.on("response", (response) => {
+    if (response.status() >= 400 && response.request().resourceType() !== "document") {
+      problems.push(`${response.status()} for ${response.url()}`);
+    }
   });
   context.on("weberror", (error) => problems.push(`page error: ${error.error()}`));
   const page = context.pages()[0] ?? (await context.newPage());

@@ -41,6 +41,12 @@ struct Credentials {
     next: Option<String>,
 }
 
+fn next_query(next: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", next)
+        .finish()
+}
+
 fn login_form(visitor: &Visitor, next: &str, email: &str, error: Option<&str>) -> Markup {
     html! {
         h1 { "Log in" }
@@ -54,7 +60,7 @@ fn login_form(visitor: &Visitor, next: &str, email: &str, error: Option<&str>) -
             input id="password" name="password" type="password" autocomplete="current-password" required;
             button type="submit" { "Log in" }
         }
-        p { "New here? " a href={ "/register?next=" (next) } { "Create an account" } }
+        p { "New here? " a href={ "/register?" (next_query(next)) } { "Create an account" } }
     }
 }
 
@@ -78,7 +84,7 @@ fn register_form(
             input id="password" name="password" type="password" autocomplete="new-password" required;
             button type="submit" { "Register" }
         }
-        p { "Already registered? " a href={ "/login?next=" (next) } { "Log in instead" } }
+        p { "Already registered? " a href={ "/login?" (next_query(next)) } { "Log in instead" } }
     }
 }
 

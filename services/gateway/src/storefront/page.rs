@@ -53,8 +53,8 @@ fn frame(visitor: Option<&Visitor>, title: &str, head_extra: Markup, body: Marku
                                         }
                                     }
                                 } @else {
-                                    li { a href="/login" { "Log in" } }
-                                    li { a href="/register" { "Register" } }
+                                    li { a href={ "/login" (come_back(visitor)) } { "Log in" } }
+                                    li { a href={ "/register" (come_back(visitor)) } { "Register" } }
                                 }
                             }
                         }
@@ -66,6 +66,18 @@ fn frame(visitor: Option<&Visitor>, title: &str, head_extra: Markup, body: Marku
             }
         }
     }
+}
+
+/// The query that brings a visitor back to this page after logging in or registering.
+fn come_back(visitor: &Visitor) -> String {
+    let path = visitor.path.as_str();
+    if path == "/" || path.starts_with("/login") || path.starts_with("/register") {
+        return String::new();
+    }
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", path)
+        .finish();
+    format!("?{query}")
 }
 
 /// The hidden field that carries the CSRF token; every form has it.
