@@ -16,7 +16,7 @@ after(async () => {
   await shop?.stop();
 });
 
-test("an admin creates a product that a shopper then buys", { skip: why ?? false }, async (t) => {
+test("an admin creates a product that a shopper then buys", { skip: why ?? false, timeout: 180000 }, async (t) => {
   const admin = await openBrowser(t);
   const page = admin.page;
   const name = "admin";

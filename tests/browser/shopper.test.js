@@ -29,7 +29,7 @@ after(async () => {
   await shop?.stop();
 });
 
-test("a shopper registers, buys a lamp, sees it confirmed without a reload, then cancels it", { skip: why ?? false }, async (t) => {
+test("a shopper registers, buys a lamp, sees it confirmed without a reload, then cancels it", { skip: why ?? false, timeout: 180000 }, async (t) => {
   const browser = await openBrowser(t);
   const { page } = browser;
   const name = "shopper";
