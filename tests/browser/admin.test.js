@@ -70,6 +70,7 @@ test("an admin creates a product that a shopper then buys", { skip: why ?? false
   await page.getByRole("button", { name: "Set stock of Copper kettle" }).click();
   await page.getByRole("heading", { name: "Admin", exact: true }).waitFor();
   assert.equal(await page.getByLabel("Stock of Copper kettle", { exact: true }).inputValue(), "7");
+  await visit(page, name, "admin-with-product");
 
   // A product created by mistake goes away.
   await page.getByRole("link", { name: "New product" }).click();
