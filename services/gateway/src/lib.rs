@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod metrics;
 mod routes;
+mod storefront;
 mod upstream;
 
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
         .merge(routes::cart::router())
         .merge(routes::orders::router())
         .merge(routes::ops::router())
+        .merge(storefront::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))

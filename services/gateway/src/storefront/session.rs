@@ -1,0 +1,307 @@
+//! Who is asking, and whether their form is theirs.
+//!
+//! - The session is the access token the user service issued at login, kept in the
+//!   `souk_session` cookie: `HttpOnly` (no script reads it), `SameSite=Lax` (no other site's
+//!   form posts with it), `Secure` when the request came over TLS, and as long-lived as the token.
+//!   It is verified like a bearer token on every request and forwarded to the services, which
+//!   check it again; an expired or invalid one is just no session.
+//! - CSRF: a random token in the `souk_csrf` cookie (set on the first page a browser sees),
+//!   which every form repeats in a hidden `csrf` field. Another site can make a browser post,
+//!   but cannot read the cookie to repeat it (double-submit). A post whose `Origin` is another
+//!   host is refused as well.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+};
+use http::{HeaderMap, HeaderValue, header, request::Parts};
+use serde::de::DeserializeOwned;
+use souk_shared::jwt::Role;
+use uuid::Uuid;
+
+use super::page::PageError;
+use crate::{State, extract::AuthUser};
+
+pub(crate) const SESSION_COOKIE: &str = "souk_session";
+const CSRF_COOKIE: &str = "souk_csrf";
+/// The hidden form field that repeats the CSRF cookie.
+pub(crate) const CSRF_FIELD: &str = "csrf";
+
+/// The value of cookie `name` in the request, if sent.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Whether the browser reached the shop over TLS (directly, or through a proxy that says so).
+fn over_tls(headers: &HeaderMap, uri: &http::Uri) -> bool {
+    uri.scheme_str() == Some("https")
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// A `Set-Cookie` value; `max_age` 0 removes the cookie.
+fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let value =
+        format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    HeaderValue::from_str(&value).expect("cookie names and values are visible ASCII")
+}
+
+/// The CSRF token of this request, put in its extensions by `ensure_csrf_cookie`.
+#[derive(Debug, Clone)]
+struct CsrfToken(String);
+
+/// Gives a browser without a CSRF cookie a new one with the response.
+pub(crate) async fn ensure_csrf_cookie(mut request: Request, next: Next) -> Response {
+    let sent = cookie(request.headers(), CSRF_COOKIE)
+        .filter(|token| Uuid::parse_str(token).is_ok())
+        .map(str::to_owned);
+    let secure = over_tls(request.headers(), request.uri());
+    let token = sent
+        .clone()
+        .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+    request.extensions_mut().insert(CsrfToken(token.clone()));
+    let mut response = next.run(request).await;
+    if sent.is_none() {
+        // A browser session's lifetime would do, but a day survives a restart of the browser
+        // between showing a form and sending it.
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(CSRF_COOKIE, &token, 86_400, secure),
+        );
+    }
+    response
+}
+
+/// Whoever is asking: the signed-in user, if any, and what a page needs to render its forms.
+#[derive(Debug, Clone)]
+pub(crate) struct Visitor {
+    pub user: Option<AuthUser>,
+    pub csrf: String,
+    /// The path (and query) this page was asked for, to come back to after logging in.
+    pub path: String,
+}
+
+impl Visitor {
+    pub fn is_admin(&self) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|user| user.role == Role::Admin)
+    }
+}
+
+impl FromRequestParts<State> for Visitor {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
+        let user = cookie(&parts.headers, SESSION_COOKIE).and_then(|token| {
+            let claims = state.verifier.verify(token).ok()?;
+            Some(AuthUser {
+                id: claims.sub,
+                role: claims.role,
+                token: token.to_owned(),
+            })
+        });
+        let csrf = parts
+            .extensions
+            .get::<CsrfToken>()
+            .map(|token| token.0.clone())
+            .ok_or(PageError::Internal)?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        Ok(Self { user, csrf, path })
+    }
+}
+
+/// A signed-in visitor; anyone else is sent to log in and brought back here after.
+#[derive(Debug, Clone)]
+pub(crate) struct Shopper {
+    pub user: AuthUser,
+    pub visitor: Visitor,
+}
+
+impl FromRequestParts<State> for Shopper {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
+        let visitor = Visitor::from_request_parts(parts, state).await?;
+        // After a post, come back to the page the form was on, not to the action.
+        let back = if parts.method == http::Method::GET {
+            visitor.path.clone()
+        } else {
+            referring_path(&parts.headers).unwrap_or_else(|| "/".to_owned())
+        };
+        match visitor.user.clone() {
+            Some(user) => Ok(Self { user, visitor }),
+            None => Err(PageError::LogIn { next: back }),
+        }
+    }
+}
+
+/// A signed-in admin: others get 403, visitors are sent to log in.
+#[derive(Debug, Clone)]
+pub(crate) struct Admin(pub Shopper);
+
+impl FromRequestParts<State> for Admin {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
+        let shopper = Shopper::from_request_parts(parts, state).await?;
+        if shopper.user.role == Role::Admin {
+            Ok(Self(shopper))
+        } else {
+            Err(PageError::Forbidden)
+        }
+    }
+}
+
+/// The path of the `Referer`, when it is a page of this shop.
+fn referring_path(headers: &HeaderMap) -> Option<String> {
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let uri: http::Uri = referer.parse().ok()?;
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    if uri.authority().map(|a| a.as_str()) != Some(host) {
+        return None;
+    }
+    uri.path_and_query().map(|p| p.as_str().to_owned())
+}
+
+/// A path to go to after logging in: only a path of this shop (`/…`, never `//host`).
+pub(crate) fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => {
+            next.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+/// A posted HTML form whose CSRF token matches the browser's cookie. Fields that are not in `T`
+/// (the token itself) are ignored; every rejection is a page.
+#[derive(Debug)]
+pub(crate) struct Form<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<State> for Form<T> {
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &State) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let expected = request.extensions().get::<CsrfToken>().map(|t| t.0.clone());
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|_| PageError::BadRequest("the form could not be read".into()))?;
+        let sent = form_urlencoded::parse(&bytes)
+            .find(|(key, _)| key == CSRF_FIELD)
+            .map(|(_, value)| value.into_owned());
+        let same_origin = match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+            (Some(origin), Some(host)) => origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.parse::<http::Uri>().ok())
+                .is_some_and(|o| {
+                    o.authority().map(|a| a.as_str().as_bytes()) == Some(host.as_bytes())
+                }),
+            // Browsers send Origin with every cross-site post; its absence is a same-origin
+            // navigation or a client that is not a browser.
+            _ => true,
+        };
+        let token_matches = matches!((&expected, &sent), (Some(e), Some(s)) if constant_time_eq(e.as_bytes(), s.as_bytes()));
+        if !same_origin || !token_matches {
+            return Err(PageError::Csrf);
+        }
+        serde_urlencoded::from_bytes(&bytes)
+            .map(Form)
+            .map_err(|err| PageError::BadRequest(format!("the form is not complete: {err}")))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A redirect (303) that also signs the browser in with `token` for `max_age` seconds.
+pub(crate) fn sign_in(
+    parts: &HeaderMap,
+    uri: &http::Uri,
+    token: &str,
+    max_age: i64,
+    to: &str,
+) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, token, max_age, over_tls(parts, uri)),
+    );
+    response
+}
+
+/// A redirect (303) home that forgets the session.
+pub(crate) fn sign_out(parts: &HeaderMap, uri: &http::Uri) -> Response {
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, "", 0, over_tls(parts, uri)),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("xsouk_csrf=no; souk_csrf=abc; other=1"),
+        );
+        assert_eq!(cookie(&headers, "souk_csrf"), Some("abc"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_lax_and_secure_only_over_tls() {
+        let plain = set_cookie(SESSION_COOKIE, "t", 60, false);
+        assert_eq!(
+            plain,
+            "souk_session=t; Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
+        );
+        let mut headers = HeaderMap::new();
+        let uri: http::Uri = "/".parse().expect("uri");
+        assert!(!over_tls(&headers, &uri));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(over_tls(&headers, &uri));
+        let secure = set_cookie(SESSION_COOKIE, "t", 60, over_tls(&headers, &uri));
+        assert!(secure.to_str().expect("ascii").ends_with("; Secure"));
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(local_path(Some("/cart")), "/cart");
+        assert_eq!(local_path(Some("//evil.example")), "/");
+        assert_eq!(local_path(Some("https://evil.example")), "/");
+        assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

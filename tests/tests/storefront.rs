@@ -1,0 +1,103 @@
+//! The storefront over plain HTTP (its journeys run in a browser: `tests/browser`, run by
+//! `scripts/browser-test`): pages at the root of the same origin as the API, rendered on the
+//! server from what the services hold, under a policy that lets nothing inline run.
+
+use reqwest::StatusCode;
+use souk_e2e::{TestShop, json};
+
+#[tokio::test]
+async fn the_storefront_shows_the_catalog_at_the_root_of_the_api_origin() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let name = format!("Teapot {}", uuid::Uuid::new_v4().simple());
+    let body =
+        json!({"name": name, "description": "<b>not bold</b>", "price_cents": 2999, "stock": 2});
+    let product = shop.post("/api/products", Some(&admin.token), &body).await;
+    let id = product.expect(StatusCode::CREATED)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let home = shop.get("/", None).await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(
+        home.headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    let policy = home.headers["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+    assert!(
+        home.text.contains(&format!("/products/{id}")),
+        "the newest product is linked"
+    );
+
+    let page = shop.get(&format!("/products/{id}"), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains(&name));
+    assert!(page.text.contains("$29.99"));
+    assert!(page.text.contains("Only 2 left"));
+    assert!(
+        page.text.contains("&lt;b&gt;not bold&lt;/b&gt;"),
+        "text is escaped"
+    );
+
+    let missing = shop
+        .get(&format!("/products/{}", uuid::Uuid::new_v4()), None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.text.contains("<h1>Not found</h1>"));
+}
+
+#[tokio::test]
+async fn a_category_is_listed_a_page_at_a_time() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let category = shop
+        .post(
+            "/api/products/categories",
+            Some(&admin.token),
+            &json!({"name": format!("Shelf {}", uuid::Uuid::new_v4().simple())}),
+        )
+        .await;
+    let category = category.expect(StatusCode::CREATED)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // One more than a page (12) holds.
+    for n in 0..13 {
+        let body = json!({"name": format!("Book {n:02}"), "description": "", "price_cents": 500, "stock": 1, "category_id": category});
+        shop.post("/api/products", Some(&admin.token), &body)
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let first = shop.get(&format!("/categories/{category}"), None).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.text.contains("Page 1 of 2"), "{}", first.text);
+    assert!(
+        first
+            .text
+            .contains(&format!("href=\"/categories/{category}?page=2\""))
+    );
+    assert!(
+        first.text.contains("Book 12") && !first.text.contains("Book 00"),
+        "newest first"
+    );
+    let second = shop
+        .get(&format!("/categories/{category}?page=2"), None)
+        .await;
+    assert!(second.text.contains("Page 2 of 2"));
+    assert!(second.text.contains("Book 00") && !second.text.contains("Book 01"));
+    assert!(second.text.contains("Previous page") && !second.text.contains("Next page"));
+    // A page number that is not one is the first page, not an error.
+    let odd = shop
+        .get(&format!("/categories/{category}?page=x"), None)
+        .await;
+    assert!(odd.text.contains("Page 1 of 2"));
+}
