@@ -165,6 +165,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Outages and overload (the password hasher's queue full) pass quickly: ask the
+            // client to come back in a second rather than hammer.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -229,6 +236,11 @@ mod tests {
         for (code, expected) in cases {
             let response = ApiError::from(tonic::Status::new(code, "x")).into_response();
             assert_eq!(response.status(), expected, "{code:?}");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                expected == StatusCode::SERVICE_UNAVAILABLE,
+                "{code:?}"
+            );
             assert_eq!(
                 response.headers()[header::CONTENT_TYPE],
                 "application/problem+json"

@@ -43,6 +43,8 @@ pub struct ShopConfig {
     /// Services that run without consuming events, as if they never answered (for tests of
     /// the saga's timeout).
     pub silent_participants: Vec<&'static str>,
+    /// How many password hashes run at once, and how many may wait (the rest get a 503).
+    pub hash_limits: souk_user::HashLimits,
 }
 
 impl ShopConfig {
@@ -66,6 +68,7 @@ impl ShopConfig {
             payment_decline_above_cents: souk_payment::DEFAULT_DECLINE_ABOVE_CENTS,
             max_deliver: 5,
             silent_participants: Vec::new(),
+            hash_limits: souk_user::HashLimits::for_this_machine(),
         }
     }
 
@@ -256,6 +259,7 @@ impl RunningShop {
                     signer: self.keys.signer.clone(),
                     verifier: self.keys.verifier.clone(),
                     admin: config.admin.clone(),
+                    hash_limits: config.hash_limits,
                 })
                 .await?;
                 (Box::pin(user.serve(listener, stop.clone())), None)

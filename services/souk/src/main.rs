@@ -419,6 +419,7 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
                 admin: args.admin.account(),
+                hash_limits: souk_user::HashLimits::for_this_machine(),
             })
             .await?;
             (

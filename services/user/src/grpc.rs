@@ -55,12 +55,7 @@ impl UserService for Handler {
         let email = Email::parse(&request.email)?;
         let password = Password::parse(&request.password)?;
         let name = Name::parse(&request.name)?;
-        let hash = self
-            .0
-            .hasher
-            .hash(password)
-            .await
-            .map_err(Error::Internal)?;
+        let hash = self.0.hasher.hash(password).await.map_err(Error::from)?;
         let user = self.0.store.insert(&email, &name, &hash).await?;
         tracing::info!(user_id = %user.id, "registered");
         Ok(Response::new(to_proto(user)))
@@ -79,7 +74,7 @@ impl UserService for Handler {
                 .hasher
                 .verify(request.password, None)
                 .await
-                .map_err(Error::Internal)?;
+                .map_err(Error::from)?;
             return Err(rejected());
         };
         let account = self.0.store.credentials(&email).await?;
@@ -92,7 +87,7 @@ impl UserService for Handler {
             .hasher
             .verify(request.password, hash)
             .await
-            .map_err(Error::Internal)?
+            .map_err(Error::from)?
         {
             return Err(rejected());
         }

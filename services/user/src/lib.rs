@@ -21,6 +21,7 @@ use souk_shared::{
 use tokio::net::TcpListener;
 
 pub use domain::{Email, Name, Password};
+pub use password::HashLimits;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -38,6 +39,8 @@ pub struct Settings {
     pub signer: Signer,
     pub verifier: Verifier,
     pub admin: Option<AdminAccount>,
+    /// How many password hashes run at once, and how many may wait.
+    pub hash_limits: HashLimits,
 }
 
 /// A started user service: database ready, admin account in place.
@@ -49,7 +52,7 @@ pub struct UserService {
 impl UserService {
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let pool = db::connect(&settings.database, &MIGRATOR).await?;
-        let hasher = password::Hasher::new().await?;
+        let hasher = password::Hasher::new(settings.hash_limits).await?;
         let store = store::Store::new(pool);
         if let Some(admin) = &settings.admin {
             let email = Email::parse(&admin.email)

@@ -13,7 +13,7 @@ use souk_shared::{
     jwt::{KeyPair, Role, Signer, Verifier},
     testing::{TestDatabase, listener},
 };
-use souk_user::{AdminAccount, Settings, UserService};
+use souk_user::{AdminAccount, HashLimits, Settings, UserService};
 use tonic::{Code, transport::Channel};
 
 struct App {
@@ -56,6 +56,7 @@ async fn app() -> App {
             email: ADMIN_EMAIL.into(),
             password: Secret::new(ADMIN_PASSWORD.into()),
         }),
+        hash_limits: HashLimits::for_this_machine(),
     };
     let shutdown = Shutdown::new();
     let client = start_service(settings.clone(), &shutdown).await;
@@ -331,4 +332,51 @@ async fn admin_bootstrap_is_idempotent_and_resets_the_password() {
         app.verifier.verify(&token).expect("valid").role,
         Role::Admin
     );
+}
+
+#[tokio::test]
+async fn logins_beyond_the_hashing_bound_are_refused_as_unavailable() {
+    let mut app = app().await;
+    app.shutdown.trigger();
+    let shutdown = Shutdown::new();
+    let settings = Settings {
+        hash_limits: HashLimits {
+            concurrent: 1,
+            queued: 1,
+        },
+        ..app.settings.clone()
+    };
+    let client = start_service(settings, &shutdown).await;
+    let logins: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .login(LoginRequest {
+                        email: ADMIN_EMAIL.into(),
+                        password: "wrong-password".into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for login in logins {
+        codes.push(
+            login
+                .await
+                .expect("task")
+                .expect_err("wrong password")
+                .code(),
+        );
+    }
+    let refused = codes.iter().filter(|c| **c == Code::Unavailable).count();
+    assert!(refused >= 1, "no login refused: {codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, Code::Unavailable | Code::Unauthenticated)),
+        "{codes:?}"
+    );
+    shutdown.trigger();
 }
