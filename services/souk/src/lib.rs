@@ -1,6 +1,6 @@
 //! A whole shop in one process: every service on its own loopback gRPC listener, the relayers
 //! of the product and order outboxes, and the gateway in front, sharing one shutdown and one
-//! metrics registry (served on the gateway's `/metrics`). `souk up` runs this; so do the
+//! metrics registry (`RunningShop::registry`, which `souk up` serves on its operations port). `souk up` runs this; so do the
 //! end-to-end tests, each with a shop of its own.
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -45,6 +45,8 @@ pub struct ShopConfig {
     pub silent_participants: Vec<&'static str>,
     /// How many password hashes run at once, and how many may wait (the rest get a 503).
     pub hash_limits: souk_user::HashLimits,
+    /// The gateway's timeouts, connection cap, throttles and CORS.
+    pub gateway_limits: souk_gateway::Limits,
 }
 
 impl ShopConfig {
@@ -69,6 +71,7 @@ impl ShopConfig {
             max_deliver: 5,
             silent_participants: Vec::new(),
             hash_limits: souk_user::HashLimits::for_this_machine(),
+            gateway_limits: souk_gateway::Limits::default(),
         }
     }
 
@@ -101,6 +104,7 @@ pub struct RunningShop {
     keys: Keys,
     bus: Bus,
     metrics: Metrics,
+    registry: Arc<Registry>,
     shutdown: Shutdown,
     /// One shutdown per service (with its relayer), triggered by the shop's, so that tests can
     /// stop one alone.
@@ -166,6 +170,7 @@ pub async fn up(
         keys,
         bus,
         metrics,
+        registry,
         shutdown,
         service_shutdowns: BTreeMap::new(),
         tasks: JoinSet::new(),
@@ -196,7 +201,7 @@ pub async fn up(
             .gateway
             .clone()
             .ok_or_else(|| anyhow::anyhow!("gateway metrics not registered"))?,
-        registry,
+        limits: shop.config.gateway_limits.clone(),
     };
     shop.tasks.spawn(named(
         "gateway".into(),
@@ -216,6 +221,11 @@ async fn named(
 impl RunningShop {
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// Every figure of the shop, for the operations port (never the API port).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     /// The shop's connection to NATS (its stream is `events::stream_name(shop)`).

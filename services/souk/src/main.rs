@@ -82,6 +82,63 @@ struct UpArgs {
     jwt: JwtArgs,
     #[command(flatten)]
     admin: AdminArgs,
+    /// Where `/metrics` (every figure of the shop) and `/healthz` are served: the operations
+    /// port, never the API's.
+    #[arg(long, env = "SOUK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: SocketAddr,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+/// The gateway's abuse limits (README, "Limits"); defaults are `souk_gateway::Limits::default`.
+#[derive(Debug, Clone, clap::Args)]
+struct GatewayArgs {
+    /// A request's head must arrive within this; idle keep-alive connections close after it.
+    #[arg(long, env = "SOUK_HTTP_HEADER_TIMEOUT", value_parser = parse_duration)]
+    http_header_timeout: Option<std::time::Duration>,
+    /// A request's body must arrive whole within this, or 408.
+    #[arg(long, env = "SOUK_HTTP_BODY_TIMEOUT", value_parser = parse_duration)]
+    http_body_timeout: Option<std::time::Duration>,
+    /// Connections served at once.
+    #[arg(long, env = "SOUK_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_max_connections: Option<u32>,
+    /// Bytes of request line and headers; over it, 431.
+    #[arg(long, env = "SOUK_HTTP_MAX_HEADER_BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    http_max_header_bytes: Option<u32>,
+    /// Logins per account per minute (`N`, or `N/BURST`).
+    #[arg(long, env = "SOUK_LOGIN_RATE_PER_ACCOUNT", value_parser = souk_gateway::parse_rate)]
+    login_rate_per_account: Option<souk_gateway::Rate>,
+    /// Logins and registrations per client address per minute (`N`, or `N/BURST`).
+    #[arg(long, env = "SOUK_AUTH_RATE_PER_ADDRESS", value_parser = souk_gateway::parse_rate)]
+    auth_rate_per_address: Option<souk_gateway::Rate>,
+    /// Origins allowed to call the API from a browser, comma-separated; none: CORS off.
+    #[arg(long, env = "SOUK_CORS_ALLOWED_ORIGINS", default_value = "", value_parser = souk_gateway::parse_origins)]
+    cors_allowed_origins: CorsOrigins,
+}
+
+type CorsOrigins = Vec<http::HeaderValue>;
+
+impl GatewayArgs {
+    fn limits(&self) -> souk_gateway::Limits {
+        let default = souk_gateway::Limits::default();
+        souk_gateway::Limits {
+            header_timeout: self.http_header_timeout.unwrap_or(default.header_timeout),
+            body_timeout: self.http_body_timeout.unwrap_or(default.body_timeout),
+            max_connections: self
+                .http_max_connections
+                .map_or(default.max_connections, |n| n as usize),
+            max_header_bytes: self
+                .http_max_header_bytes
+                .map_or(default.max_header_bytes, |n| n as usize),
+            login_per_account: self
+                .login_rate_per_account
+                .unwrap_or(default.login_per_account),
+            auth_per_address: self
+                .auth_rate_per_address
+                .unwrap_or(default.auth_per_address),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -268,6 +325,8 @@ struct ServeArgs {
     jwt: JwtArgs,
     #[command(flatten)]
     admin: AdminArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -364,10 +423,12 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     config.saga_timeout = args.checkout.saga_timeout;
     config.payment_decline_above_cents = args.checkout.payment_decline_above_cents;
     config.max_deliver = args.nats.max_deliver;
+    config.gateway_limits = args.gateway.limits();
     let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let shop = souk::up(config, http, shutdown).await?;
+    let shop = souk::up(config, http, shutdown.clone()).await?;
+    serve_metrics(shop.registry(), args.metrics_addr, &shutdown).await?;
     shop.wait().await
 }
 
@@ -501,11 +562,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 },
                 verifier: verifier(&args.jwt, "the gateway")?,
                 metrics,
-                registry: registry.clone(),
+                limits: args.gateway.limits(),
             };
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
-            // The figures are on the API's own /metrics, and on the metrics port as for every
-            // other container.
+            // The figures are on the metrics port only, as for every other container.
             serve_metrics(registry, args.metrics_addr, &shutdown).await?;
             tracing::info!("gateway listening on http://{}", args.http_addr);
             return souk_gateway::serve(settings, listener, shutdown).await;

@@ -129,7 +129,6 @@ fn single_script(text: &str) -> bool {
             (Some(Script::Latin), Script::EastAsian) | (Some(Script::EastAsian), Script::Latin) => {
                 Some(Script::EastAsian)
             }
-            (Some(Script::EastAsian), Script::Latin | Script::EastAsian) => Some(Script::EastAsian),
             _ => return false,
         };
     }

@@ -10,6 +10,8 @@ use crate::{
     State,
     error::ApiResult,
     extract::{AuthUser, IdPath, Json},
+    headers,
+    throttle::ClientAddr,
 };
 
 pub fn router() -> Router<State> {
@@ -18,6 +20,7 @@ pub fn router() -> Router<State> {
         .route("/api/users/me", get(me))
         .route("/api/users/{id}", get(user))
         .route("/api/auth/login", post(login))
+        .layer(axum::middleware::from_fn(headers::no_store))
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,8 +66,10 @@ struct TokenBody {
 
 async fn register(
     AxumState(state): AxumState<State>,
+    client: ClientAddr,
     Json(body): Json<Registration>,
 ) -> ApiResult<(StatusCode, axum::Json<UserBody>)> {
+    state.throttle.register(client)?;
     let user = state
         .services
         .user
@@ -81,8 +86,10 @@ async fn register(
 
 async fn login(
     AxumState(state): AxumState<State>,
+    client: ClientAddr,
     Json(body): Json<Credentials>,
 ) -> ApiResult<axum::Json<TokenBody>> {
+    state.throttle.login(client, &body.email)?;
     let token = state
         .services
         .user
