@@ -308,3 +308,84 @@ async fn connections_beyond_the_cap_wait_for_a_slot() {
         .expect("read");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+/// Waits until `product`'s stock is `expected`.
+async fn wait_for_stock(shop: &TestShop, product: &str, expected: i64) {
+    shop.wait_for(
+        &format!("/api/products/{product}"),
+        None,
+        Duration::from_secs(20),
+        |r| r.body["stock"] == expected,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stock_is_bounded_so_a_cancelled_order_always_gives_its_units_back() {
+    const MAX_STOCK: i64 = 1_000_000_000;
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let lamp =
+        |stock: i64| json!({"name": "Lamp", "description": "", "price_cents": 100, "stock": stock});
+    let reply = shop
+        .post("/api/products", Some(&admin.token), &lamp(5))
+        .await;
+    let id = reply.expect(StatusCode::CREATED)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let customer = shop.customer().await;
+    shop.post(
+        "/api/carts/products",
+        Some(&customer.token),
+        &json!({"product_id": id, "quantity": 3}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let order = shop
+        .send(
+            shop.request(reqwest::Method::POST, "/api/orders")
+                .bearer_auth(&customer.token),
+        )
+        .await;
+    let order_id = order.expect(StatusCode::ACCEPTED)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    shop.wait_for(
+        &format!("/api/orders/{order_id}"),
+        Some(&customer.token),
+        Duration::from_secs(20),
+        |r| r.body["status"] == "CONFIRMED",
+    )
+    .await;
+
+    for too_much in [i64::MAX, MAX_STOCK + 1] {
+        let reply = shop
+            .put(
+                &format!("/api/products/{id}"),
+                Some(&admin.token),
+                &lamp(too_much),
+            )
+            .await;
+        assert_eq!(
+            reply.expect(StatusCode::BAD_REQUEST)["errors"]["stock"].is_string(),
+            true
+        );
+    }
+    shop.put(
+        &format!("/api/products/{id}"),
+        Some(&admin.token),
+        &lamp(MAX_STOCK),
+    )
+    .await
+    .expect(StatusCode::OK);
+    shop.post(
+        &format!("/api/orders/{order_id}/cancel"),
+        Some(&customer.token),
+        &json!({}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    wait_for_stock(&shop, &id, MAX_STOCK + 3).await;
+}
