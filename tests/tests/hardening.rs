@@ -389,3 +389,64 @@ async fn stock_is_bounded_so_a_cancelled_order_always_gives_its_units_back() {
     .expect(StatusCode::OK);
     wait_for_stock(&shop, &id, MAX_STOCK + 3).await;
 }
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_logout_ends_the_session() {
+    let shop = TestShop::start().await;
+    let ada = shop.customer().await;
+    let login = shop
+        .post(
+            "/api/auth/login",
+            None,
+            &json!({"email": ada.email, "password": ada.password}),
+        )
+        .await;
+    let tokens = login.expect(StatusCode::OK).clone();
+    assert_eq!(tokens["expires_in"], 900);
+    let first = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+
+    let refreshed = shop
+        .post("/api/auth/refresh", None, &json!({"refresh_token": first}))
+        .await;
+    assert_eq!(refreshed.headers["cache-control"], "no-store");
+    let body = refreshed.expect(StatusCode::OK).clone();
+    let second = body["refresh_token"].as_str().expect("next").to_owned();
+    assert_ne!(second, first);
+    shop.get("/api/users/me", body["access_token"].as_str())
+        .await
+        .expect(StatusCode::OK);
+
+    // The spent one again: 401, and the session is over for the thief and the owner alike.
+    shop.post("/api/auth/refresh", None, &json!({"refresh_token": first}))
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    shop.post("/api/auth/refresh", None, &json!({"refresh_token": second}))
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+
+    // Logout ends a fresh session.
+    let again = shop
+        .post(
+            "/api/auth/login",
+            None,
+            &json!({"email": ada.email, "password": ada.password}),
+        )
+        .await;
+    let token = again.expect(StatusCode::OK)["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    let reply = shop
+        .post("/api/auth/logout", None, &json!({"refresh_token": token}))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    shop.post("/api/auth/refresh", None, &json!({"refresh_token": token}))
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    shop.post("/api/auth/refresh", None, &json!({}))
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+}

@@ -112,6 +112,8 @@ async fn the_openapi_document_describes_the_api() {
     for path in [
         "/api/users",
         "/api/auth/login",
+        "/api/auth/refresh",
+        "/api/auth/logout",
         "/api/users/me",
         "/api/users/{id}",
         "/api/products",

@@ -201,9 +201,14 @@ pub struct JwtArgs {
     #[arg(long, env = "SOUK_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<std::path::PathBuf>,
 
-    /// Lifetime of access tokens, in seconds.
-    #[arg(long, env = "SOUK_TOKEN_TTL_SECONDS", default_value = "3600", value_parser = parse_seconds)]
+    /// Lifetime of access tokens, in seconds: a role change or a deleted account takes effect
+    /// within it (clients renew with their refresh token).
+    #[arg(long, env = "SOUK_TOKEN_TTL_SECONDS", default_value = "900", value_parser = parse_seconds)]
     pub token_ttl_seconds: Duration,
+
+    /// Lifetime of refresh tokens, in seconds (30 days).
+    #[arg(long, env = "SOUK_REFRESH_TOKEN_TTL_SECONDS", default_value = "2592000", value_parser = parse_seconds)]
+    pub refresh_token_ttl_seconds: Duration,
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct ShopConfig {
     pub nats_url: String,
     pub keys: KeyPair,
     pub token_ttl: Duration,
+    /// How long a refresh token may be exchanged.
+    pub refresh_ttl: Duration,
     pub admin: Option<souk_user::AdminAccount>,
     /// Per service, the gRPC address to bind; free loopback ports for the rest.
     pub grpc_addrs: BTreeMap<&'static str, SocketAddr>,
@@ -63,7 +65,8 @@ impl ShopConfig {
             service_databases: BTreeMap::new(),
             nats_url,
             keys,
-            token_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(900),
+            refresh_ttl: souk_user::DEFAULT_REFRESH_TTL,
             admin: None,
             grpc_addrs: BTreeMap::new(),
             saga_timeout: souk_order::DEFAULT_SAGA_TIMEOUT,
@@ -270,6 +273,7 @@ impl RunningShop {
                     verifier: self.keys.verifier.clone(),
                     admin: config.admin.clone(),
                     hash_limits: config.hash_limits,
+                    refresh_ttl: config.refresh_ttl,
                 })
                 .await?;
                 (Box::pin(user.serve(listener, stop.clone())), None)

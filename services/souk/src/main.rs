@@ -409,6 +409,7 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     );
     config.service_databases = args.service_databases.own();
     config.token_ttl = args.jwt.token_ttl_seconds;
+    config.refresh_ttl = args.jwt.refresh_token_ttl_seconds;
     config.admin = args.admin.account();
     config.grpc_addrs = [
         ("user", args.user_grpc_addr),
@@ -481,6 +482,7 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 verifier: Verifier::from_pem(&keys.public_pem)?,
                 admin: args.admin.account(),
                 hash_limits: souk_user::HashLimits::for_this_machine(),
+                refresh_ttl: args.jwt.refresh_token_ttl_seconds,
             })
             .await?;
             (
@@ -756,6 +758,7 @@ mod tests {
             jwt_private_key_file: None,
             jwt_public_key_file: None,
             token_ttl_seconds: Duration::from_secs(60),
+            refresh_token_ttl_seconds: Duration::from_secs(600),
         };
         let err = verifier(&jwt, "the cart service").expect_err("no key");
         assert!(
@@ -771,6 +774,7 @@ mod tests {
             jwt_private_key_file: Some("/nonexistent/private.pem".into()),
             jwt_public_key_file: None,
             token_ttl_seconds: Duration::from_secs(60),
+            refresh_token_ttl_seconds: Duration::from_secs(600),
         };
         let err = keys(&jwt, true).expect_err("half a pair");
         assert!(
