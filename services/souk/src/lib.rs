@@ -29,6 +29,8 @@ pub struct ShopConfig {
     pub service_databases: BTreeMap<&'static str, Secret<String>>,
     /// NATS with JetStream; the shop's stream and consumers are made when missing.
     pub nats_url: String,
+    /// The user the whole shop connects to NATS as, when NATS wants one.
+    pub nats_credentials: Option<souk_shared::bus_auth::NatsCredentials>,
     pub keys: KeyPair,
     pub token_ttl: Duration,
     /// How long a refresh token may be exchanged.
@@ -64,6 +66,7 @@ impl ShopConfig {
             database_url,
             service_databases: BTreeMap::new(),
             nats_url,
+            nats_credentials: None,
             keys,
             token_ttl: Duration::from_secs(900),
             refresh_ttl: souk_user::DEFAULT_REFRESH_TTL,
@@ -163,7 +166,13 @@ pub async fn up(
         verifier: Verifier::from_pem(&config.keys.public_pem)?,
         signer: Signer::from_pem(config.keys.private_pem.expose(), config.token_ttl)?,
     };
-    let bus = Bus::connect(&config.nats_url, config.shop_name.clone(), "shop").await?;
+    let bus = Bus::connect_as(
+        &config.nats_url,
+        config.nats_credentials.as_ref(),
+        config.shop_name.clone(),
+        "shop",
+    )
+    .await?;
     let mut metrics = Metrics::default();
     let registry = Arc::new(metrics.registry());
     let http_addr = http.local_addr()?;

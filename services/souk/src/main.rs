@@ -424,6 +424,7 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     config.saga_timeout = args.checkout.saga_timeout;
     config.payment_decline_above_cents = args.checkout.payment_decline_above_cents;
     config.max_deliver = args.nats.max_deliver;
+    config.nats_credentials = args.nats.credentials()?;
     config.gateway_limits = args.gateway.limits();
     let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
     let shutdown = Shutdown::new();
@@ -472,7 +473,15 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("souk");
     let consumers = ConsumerMetrics::default();
     consumers.register(&mut registry);
-    let bus = || Bus::connect(&args.nats.nats_url, shop.clone(), "service");
+    let credentials = args.nats.credentials()?;
+    let bus = || {
+        Bus::connect_as(
+            &args.nats.nats_url,
+            credentials.as_ref(),
+            shop.clone(),
+            "service",
+        )
+    };
     let (name, serve): (&str, ServeFn) = match args.service {
         Service::User => {
             let keys = keys(&args.jwt, false)?;
@@ -589,7 +598,13 @@ async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
         .service_databases
         .location(service, &args.database, &common.shop_name);
     let pool = souk_shared::db::pool_without_migrations(&location)?;
-    let bus = Bus::connect(&args.nats.nats_url, common.shop_name.clone(), "relayer").await?;
+    let bus = Bus::connect_as(
+        &args.nats.nats_url,
+        args.nats.credentials()?.as_ref(),
+        common.shop_name.clone(),
+        "relayer",
+    )
+    .await?;
     let metrics = souk_relayer::Metrics::default();
     let mut registry = Registry::with_prefix("souk");
     metrics.register(registry.sub_registry_with_label(("outbox".into(), service.into())));
