@@ -368,10 +368,7 @@ async fn stock_is_bounded_so_a_cancelled_order_always_gives_its_units_back() {
                 &lamp(too_much),
             )
             .await;
-        assert_eq!(
-            reply.expect(StatusCode::BAD_REQUEST)["errors"]["stock"].is_string(),
-            true
-        );
+        assert!(reply.expect(StatusCode::BAD_REQUEST)["errors"]["stock"].is_string());
     }
     shop.put(
         &format!("/api/products/{id}"),

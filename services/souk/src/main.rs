@@ -401,6 +401,7 @@ async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     args.database.check()?;
     args.service_databases.check()?;
+    let nats_credentials = args.nats.credentials()?;
     let mut config = souk::ShopConfig::new(
         common.shop_name,
         args.database.database_url,
@@ -424,7 +425,7 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     config.saga_timeout = args.checkout.saga_timeout;
     config.payment_decline_above_cents = args.checkout.payment_decline_above_cents;
     config.max_deliver = args.nats.max_deliver;
-    config.nats_credentials = args.nats.credentials()?;
+    config.nats_credentials = nats_credentials;
     config.gateway_limits = args.gateway.limits();
     let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
     let shutdown = Shutdown::new();
