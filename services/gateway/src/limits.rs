@@ -29,7 +29,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// Bytes of start line and headers; over it, 431 (`SOUK_HTTP_MAX_HEADER_BYTES`).
     pub max_header_bytes: usize,
-    /// Logins per account (`SOUK_LOGIN_RATE_PER_ACCOUNT`, per minute; burst as many).
+    /// Failed logins per account (`SOUK_LOGIN_RATE_PER_ACCOUNT`, per minute; burst as many).
     pub login_per_account: Rate,
     /// Logins and registrations per client address (`SOUK_AUTH_RATE_PER_ADDRESS`).
     pub auth_per_address: Rate,
@@ -53,7 +53,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_header_bytes: 16 * 1024,
             login_per_account: Rate::new(nonzero(10), nonzero(10)),
-            auth_per_address: Rate::new(nonzero(60), nonzero(60)),
+            auth_per_address: Rate::new(nonzero(300), nonzero(300)),
             cors_allowed_origins: Vec::new(),
         }
     }

@@ -105,7 +105,7 @@ struct GatewayArgs {
     /// Bytes of request line and headers; over it, 431.
     #[arg(long, env = "SOUK_HTTP_MAX_HEADER_BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
     http_max_header_bytes: Option<u32>,
-    /// Logins per account per minute (`N`, or `N/BURST`).
+    /// Failed logins per account per minute (`N`, or `N/BURST`).
     #[arg(long, env = "SOUK_LOGIN_RATE_PER_ACCOUNT", value_parser = souk_gateway::parse_rate)]
     login_rate_per_account: Option<souk_gateway::Rate>,
     /// Logins and registrations per client address per minute (`N`, or `N/BURST`).

@@ -114,16 +114,23 @@ async fn login(
     Json(body): Json<Credentials>,
 ) -> ApiResult<axum::Json<TokenBody>> {
     state.throttle.login(client, &body.email)?;
-    let token = state
+    let answer = state
         .services
         .user
         .clone()
         .login(LoginRequest {
-            email: body.email,
+            email: body.email.clone(),
             password: body.password,
         })
-        .await?
-        .into_inner();
+        .await;
+    let token = match answer {
+        Ok(token) => token.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            state.throttle.login_failed(&body.email)?;
+            return Err(status.into());
+        }
+        Err(status) => return Err(status.into()),
+    };
     Ok(axum::Json(token.into()))
 }
 
