@@ -31,12 +31,16 @@ pub struct Options {
     pub saga_timeout: Option<Duration>,
     /// Services that consume no events, as if they never answered.
     pub silent_participants: Vec<&'static str>,
+    /// The gateway's limits, when not the default.
+    pub gateway_limits: Option<souk_gateway::Limits>,
 }
 
 /// A shop under test.
 #[derive(Debug)]
 pub struct TestShop {
     base: String,
+    /// The operations port's base URL (`/metrics`), when known.
+    metrics_base: Option<String>,
     http: reqwest::Client,
     admin_email: String,
     admin_password: String,
@@ -124,6 +128,9 @@ impl TestShop {
         if let Ok(base) = std::env::var("SOUK_E2E_URL") {
             return Self {
                 base: base.trim_end_matches('/').to_owned(),
+                metrics_base: std::env::var("SOUK_E2E_METRICS_URL")
+                    .ok()
+                    .map(|url| url.trim_end_matches('/').to_owned()),
                 http,
                 admin_email: std::env::var("SOUK_E2E_ADMIN_EMAIL")
                     .expect("SOUK_E2E_ADMIN_EMAIL with SOUK_E2E_URL"),
@@ -180,12 +187,24 @@ impl TestShop {
             config.saga_timeout = timeout;
         }
         config.silent_participants = options.silent_participants;
+        if let Some(limits) = options.gateway_limits {
+            config.gateway_limits = limits;
+        }
         let listener = testing::listener().await;
         let shop = souk::up(config, listener, Shutdown::new())
             .await
             .expect("shop starts");
+        // The operations port, as `souk up` serves it.
+        let metrics = testing::listener().await;
+        let metrics_base = format!("http://{}", metrics.local_addr().expect("metrics addr"));
+        tokio::spawn(souk_shared::metrics::serve(
+            shop.registry(),
+            metrics,
+            shop.shutdown().clone(),
+        ));
         Self {
             base: format!("http://{}", shop.http_addr),
+            metrics_base: Some(metrics_base),
             http,
             admin_email,
             admin_password,
@@ -205,6 +224,16 @@ impl TestShop {
             eprintln!("skipped: needs an in-process shop (SOUK_E2E_URL is set)");
         }
         self.local.as_mut()
+    }
+
+    /// The shop's `/metrics` from its operations port, or `None` (and a note) when that port is
+    /// not known (`SOUK_E2E_METRICS_URL` unset with `SOUK_E2E_URL`).
+    pub async fn metrics(&self) -> Option<Reply> {
+        let Some(base) = &self.metrics_base else {
+            eprintln!("skipped: the operations port is unknown (set SOUK_E2E_METRICS_URL)");
+            return None;
+        };
+        Some(self.send(self.http.get(format!("{base}/metrics"))).await)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -84,7 +84,9 @@ async fn metrics_count_requests_by_route_template() {
     shop.get(&format!("/api/users/{}", ada.id), Some(&ada.token))
         .await
         .expect(StatusCode::OK);
-    let reply = shop.get("/metrics", None).await;
+    let Some(reply) = shop.metrics().await else {
+        return;
+    };
     assert_eq!(reply.status, StatusCode::OK);
     let text = &reply.text;
     assert!(
@@ -110,6 +112,8 @@ async fn the_openapi_document_describes_the_api() {
     for path in [
         "/api/users",
         "/api/auth/login",
+        "/api/auth/refresh",
+        "/api/auth/logout",
         "/api/users/me",
         "/api/users/{id}",
         "/api/products",
@@ -143,4 +147,32 @@ async fn every_answer_carries_a_request_id() {
         )
         .await;
     assert_eq!(given.headers["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn metrics_are_not_served_on_the_api_port() {
+    let shop = TestShop::start().await;
+    shop.get("/metrics", None)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let shop = TestShop::start().await;
+    for n in 0..20 {
+        let method =
+            reqwest::Method::from_bytes(format!("INVENTED{n}").as_bytes()).expect("method");
+        let reply = shop.send(shop.request(method, "/api/products")).await;
+        assert!(reply.status.is_client_error(), "{}", reply.status);
+    }
+    let Some(reply) = shop.metrics().await else {
+        return;
+    };
+    let text = &reply.text;
+    assert!(!text.contains("INVENTED"), "{text}");
+    assert!(
+        text.contains(r#"souk_gateway_http_requests_total{method="other",route="/api/products",status="405"} 20"#),
+        "{text}"
+    );
 }

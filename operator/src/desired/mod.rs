@@ -8,6 +8,7 @@
 
 pub mod gateway;
 pub mod nats;
+pub mod network_policies;
 pub mod postgres;
 pub mod secrets;
 pub mod services;

@@ -28,8 +28,14 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409: uniqueness, state or stock conflict.
     Conflict(String),
+    /// 408: the body did not arrive within the body timeout.
+    RequestTimeout,
     /// 413: body over the limit.
     PayloadTooLarge,
+    /// 429: too many attempts; try again after `retry_after` seconds.
+    TooManyRequests { detail: String, retry_after: u64 },
+    /// 431: the request's head is over this many bytes.
+    HeadersTooLarge(usize),
     /// 503: a service behind the gateway is unavailable.
     Unavailable(String),
     /// 500: logged where it happened; the client learns nothing more.
@@ -66,6 +72,21 @@ impl ApiError {
                 "Method not allowed",
             ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+            ),
+            Self::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            ),
+            Self::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request header fields too large",
+            ),
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -91,7 +112,12 @@ impl ApiError {
             | Self::Forbidden(detail)
             | Self::NotFound(detail)
             | Self::Conflict(detail)
-            | Self::Unavailable(detail) => detail.clone(),
+            | Self::Unavailable(detail)
+            | Self::TooManyRequests { detail, .. } => detail.clone(),
+            Self::RequestTimeout => "the request body did not arrive in time".into(),
+            Self::HeadersTooLarge(limit) => {
+                format!("the request line and headers are over {limit} bytes")
+            }
             Self::MethodNotAllowed => "this method is not allowed on this resource".into(),
             Self::PayloadTooLarge => {
                 format!("the request body is over {} bytes", crate::BODY_LIMIT)
@@ -165,6 +191,18 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Self::TooManyRequests { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Outages and overload (the password hasher's queue full) pass quickly: ask the
+            // client to come back in a second rather than hammer.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -229,6 +267,11 @@ mod tests {
         for (code, expected) in cases {
             let response = ApiError::from(tonic::Status::new(code, "x")).into_response();
             assert_eq!(response.status(), expected, "{code:?}");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                expected == StatusCode::SERVICE_UNAVAILABLE,
+                "{code:?}"
+            );
             assert_eq!(
                 response.headers()[header::CONTENT_TYPE],
                 "application/problem+json"

@@ -28,12 +28,26 @@ impl<T: DeserializeOwned> FromRequest<State> for Json<T> {
                 .map_err(|rejection: BytesRejection| {
                     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                         ApiError::PayloadTooLarge
+                    } else if timed_out(&rejection) {
+                        ApiError::RequestTimeout
                     } else {
                         ApiError::bad_request("the request body could not be read")
                     }
                 })?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// Whether reading the body failed because the body timeout passed.
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Parses a JSON document; the error names the field and what was expected.

@@ -1,4 +1,9 @@
-//! Per-route request counts and latency histograms, served as Prometheus text on `/metrics`.
+//! Per-route request counts and latency histograms, and throttled attempts, served as
+//! Prometheus text on the operations port's `/metrics` (never on the API port).
+//!
+//! Every label has a bounded set of values, whatever clients send: the method is one of the
+//! standard ones or `other`, the route is the matched template (`/api/users/{id}`) or
+//! `unmatched`, the status one of a few hundred codes.
 
 use std::time::Instant;
 
@@ -14,6 +19,11 @@ use prometheus_client::{
 };
 
 use crate::State;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThrottleLabels {
+    limit: &'static str,
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -38,6 +48,7 @@ type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Histograms,
+    throttled: Family<ThrottleLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -62,7 +73,41 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        Self { requests, latency }
+        let throttled = Family::<ThrottleLabels, Counter>::default();
+        registry.register(
+            "throttled_requests",
+            "Attempts at credentials refused with 429, by limit",
+            throttled.clone(),
+        );
+        Self {
+            requests,
+            latency,
+            throttled,
+        }
+    }
+
+    /// Counts one attempt refused by `limit` (`login_per_account`, `auth_per_address`).
+    pub(crate) fn throttled(&self, limit: &'static str) {
+        self.throttled
+            .get_or_create(&ThrottleLabels { limit })
+            .inc();
+    }
+}
+
+/// The method as a label: a standard method's name, or `other` for anything a client invents.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
     }
 }
 
@@ -77,7 +122,7 @@ pub async fn record(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let labels = RouteLabels { method, route };
@@ -96,4 +141,18 @@ pub async fn record(
         })
         .inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        for invented in ["FOO", "BREW", "get", "X-1"] {
+            let method = http::Method::from_bytes(invented.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), "other", "{invented}");
+        }
+    }
 }

@@ -9,6 +9,12 @@ use uuid::Uuid;
 /// `i64`.
 pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 
+/// The most stock an admin may set: a billion units. Every sum of stock is then far inside
+/// `i64`: a release adds back at most what reservations took from stock, so a product's stock
+/// stays below `MAX_STOCK` plus what is held, and a cancelled order's release always applies
+/// (at 2^63−1, a release overflowed, was dead-lettered, and its units stayed held).
+pub const MAX_STOCK: i64 = 1_000_000_000;
+
 /// The longest description of a product or category, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
 
@@ -87,8 +93,8 @@ impl ProductDraft {
                 format!("must be 0 to {MAX_PRICE_CENTS}"),
             ));
         }
-        if stock < 0 {
-            return Err(Error::invalid("stock", "must be at least 0"));
+        if !(0..=MAX_STOCK).contains(&stock) {
+            return Err(Error::invalid("stock", format!("must be 0 to {MAX_STOCK}")));
         }
         let category_id = category_id
             .map(|raw| parse_id("category_id", raw))
@@ -186,7 +192,15 @@ mod tests {
     #[test]
     fn prices_and_stock_must_not_be_negative() {
         assert!(draft("Tea", 0, 0).is_ok());
-        assert!(draft("Tea", MAX_PRICE_CENTS, i64::MAX).is_ok());
+        assert!(draft("Tea", MAX_PRICE_CENTS, MAX_STOCK).is_ok());
+        assert_eq!(
+            field(draft("Tea", 0, MAX_STOCK + 1).expect_err("stock")),
+            "stock"
+        );
+        assert_eq!(
+            field(draft("Tea", 0, i64::MAX).expect_err("stock")),
+            "stock"
+        );
         assert_eq!(
             field(draft("Tea", -1, 0).expect_err("price")),
             "price_cents"

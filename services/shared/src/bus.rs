@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use crate::{config::ShopName, events};
+use crate::{
+    bus_auth::{self, NatsCredentials},
+    config::ShopName,
+    events,
+};
 
 /// How long JetStream remembers message ids to drop duplicates (docs/architecture.md: 2 minutes).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -21,7 +25,26 @@ pub struct Bus {
 impl Bus {
     /// A bus for `shop` on the NATS server at `url` (connected in the background).
     pub async fn connect(url: &str, shop: ShopName, name: &str) -> anyhow::Result<Self> {
-        let client = async_nats::ConnectOptions::new()
+        Self::connect_as(url, None, shop, name).await
+    }
+
+    /// As `connect`, authenticated as `credentials`' user when given (`bus_auth.rs`): its
+    /// inbox is then the user's own, the only one it may subscribe to.
+    pub async fn connect_as(
+        url: &str,
+        credentials: Option<&NatsCredentials>,
+        shop: ShopName,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(credentials) = credentials {
+            options = async_nats::ConnectOptions::with_user_and_password(
+                credentials.user.clone(),
+                credentials.password.expose().clone(),
+            )
+            .custom_inbox_prefix(bus_auth::inbox_prefix(&credentials.user));
+        }
+        let client = options
             .name(format!("souk-{shop}-{name}"))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))

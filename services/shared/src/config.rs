@@ -188,6 +188,30 @@ pub struct NatsArgs {
     /// Attempts at handling a failing event before it goes to the dead-letter subject.
     #[arg(long, env = "SOUK_MAX_DELIVER", default_value = "5", value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub max_deliver: i64,
+
+    /// The NATS user this process connects as (its service's, see `bus_auth`); unset: none.
+    #[arg(long, env = "SOUK_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// The password of `SOUK_NATS_USER`.
+    #[arg(long, env = "SOUK_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret<String>>,
+}
+
+impl NatsArgs {
+    /// The credentials to connect with: both settings, or neither.
+    pub fn credentials(&self) -> anyhow::Result<Option<crate::bus_auth::NatsCredentials>> {
+        match (&self.nats_user, &self.nats_password) {
+            (Some(user), Some(password)) if !user.is_empty() => {
+                Ok(Some(crate::bus_auth::NatsCredentials {
+                    user: user.clone(),
+                    password: password.clone(),
+                }))
+            }
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("SOUK_NATS_USER and SOUK_NATS_PASSWORD: give both, or neither"),
+        }
+    }
 }
 
 /// The JWT key pair (PEM files). Without them `souk up` generates a development pair.
@@ -201,9 +225,14 @@ pub struct JwtArgs {
     #[arg(long, env = "SOUK_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<std::path::PathBuf>,
 
-    /// Lifetime of access tokens, in seconds.
-    #[arg(long, env = "SOUK_TOKEN_TTL_SECONDS", default_value = "3600", value_parser = parse_seconds)]
+    /// Lifetime of access tokens, in seconds: a role change or a deleted account takes effect
+    /// within it (clients renew with their refresh token).
+    #[arg(long, env = "SOUK_TOKEN_TTL_SECONDS", default_value = "900", value_parser = parse_seconds)]
     pub token_ttl_seconds: Duration,
+
+    /// Lifetime of refresh tokens, in seconds (30 days).
+    #[arg(long, env = "SOUK_REFRESH_TOKEN_TTL_SECONDS", default_value = "2592000", value_parser = parse_seconds)]
+    pub refresh_token_ttl_seconds: Duration,
 }
 
 #[cfg(test)]

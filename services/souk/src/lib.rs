@@ -1,6 +1,6 @@
 //! A whole shop in one process: every service on its own loopback gRPC listener, the relayers
 //! of the product and order outboxes, and the gateway in front, sharing one shutdown and one
-//! metrics registry (served on the gateway's `/metrics`). `souk up` runs this; so do the
+//! metrics registry (`RunningShop::registry`, which `souk up` serves on its operations port). `souk up` runs this; so do the
 //! end-to-end tests, each with a shop of its own.
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -29,8 +29,12 @@ pub struct ShopConfig {
     pub service_databases: BTreeMap<&'static str, Secret<String>>,
     /// NATS with JetStream; the shop's stream and consumers are made when missing.
     pub nats_url: String,
+    /// The user the whole shop connects to NATS as, when NATS wants one.
+    pub nats_credentials: Option<souk_shared::bus_auth::NatsCredentials>,
     pub keys: KeyPair,
     pub token_ttl: Duration,
+    /// How long a refresh token may be exchanged.
+    pub refresh_ttl: Duration,
     pub admin: Option<souk_user::AdminAccount>,
     /// Per service, the gRPC address to bind; free loopback ports for the rest.
     pub grpc_addrs: BTreeMap<&'static str, SocketAddr>,
@@ -43,6 +47,10 @@ pub struct ShopConfig {
     /// Services that run without consuming events, as if they never answered (for tests of
     /// the saga's timeout).
     pub silent_participants: Vec<&'static str>,
+    /// How many password hashes run at once, and how many may wait (the rest get a 503).
+    pub hash_limits: souk_user::HashLimits,
+    /// The gateway's timeouts, connection cap, throttles and CORS.
+    pub gateway_limits: souk_gateway::Limits,
 }
 
 impl ShopConfig {
@@ -58,14 +66,18 @@ impl ShopConfig {
             database_url,
             service_databases: BTreeMap::new(),
             nats_url,
+            nats_credentials: None,
             keys,
-            token_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(900),
+            refresh_ttl: souk_user::DEFAULT_REFRESH_TTL,
             admin: None,
             grpc_addrs: BTreeMap::new(),
             saga_timeout: souk_order::DEFAULT_SAGA_TIMEOUT,
             payment_decline_above_cents: souk_payment::DEFAULT_DECLINE_ABOVE_CENTS,
             max_deliver: 5,
             silent_participants: Vec::new(),
+            hash_limits: souk_user::HashLimits::for_this_machine(),
+            gateway_limits: souk_gateway::Limits::default(),
         }
     }
 
@@ -98,6 +110,7 @@ pub struct RunningShop {
     keys: Keys,
     bus: Bus,
     metrics: Metrics,
+    registry: Arc<Registry>,
     shutdown: Shutdown,
     /// One shutdown per service (with its relayer), triggered by the shop's, so that tests can
     /// stop one alone.
@@ -153,7 +166,13 @@ pub async fn up(
         verifier: Verifier::from_pem(&config.keys.public_pem)?,
         signer: Signer::from_pem(config.keys.private_pem.expose(), config.token_ttl)?,
     };
-    let bus = Bus::connect(&config.nats_url, config.shop_name.clone(), "shop").await?;
+    let bus = Bus::connect_as(
+        &config.nats_url,
+        config.nats_credentials.as_ref(),
+        config.shop_name.clone(),
+        "shop",
+    )
+    .await?;
     let mut metrics = Metrics::default();
     let registry = Arc::new(metrics.registry());
     let http_addr = http.local_addr()?;
@@ -163,6 +182,7 @@ pub async fn up(
         keys,
         bus,
         metrics,
+        registry,
         shutdown,
         service_shutdowns: BTreeMap::new(),
         tasks: JoinSet::new(),
@@ -193,7 +213,7 @@ pub async fn up(
             .gateway
             .clone()
             .ok_or_else(|| anyhow::anyhow!("gateway metrics not registered"))?,
-        registry,
+        limits: shop.config.gateway_limits.clone(),
     };
     shop.tasks.spawn(named(
         "gateway".into(),
@@ -213,6 +233,11 @@ async fn named(
 impl RunningShop {
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// Every figure of the shop, for the operations port (never the API port).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     /// The shop's connection to NATS (its stream is `events::stream_name(shop)`).
@@ -256,6 +281,8 @@ impl RunningShop {
                     signer: self.keys.signer.clone(),
                     verifier: self.keys.verifier.clone(),
                     admin: config.admin.clone(),
+                    hash_limits: config.hash_limits,
+                    refresh_ttl: config.refresh_ttl,
                 })
                 .await?;
                 (Box::pin(user.serve(listener, stop.clone())), None)

@@ -82,6 +82,63 @@ struct UpArgs {
     jwt: JwtArgs,
     #[command(flatten)]
     admin: AdminArgs,
+    /// Where `/metrics` (every figure of the shop) and `/healthz` are served: the operations
+    /// port, never the API's.
+    #[arg(long, env = "SOUK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: SocketAddr,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+/// The gateway's abuse limits (README, "Limits"); defaults are `souk_gateway::Limits::default`.
+#[derive(Debug, Clone, clap::Args)]
+struct GatewayArgs {
+    /// A request's head must arrive within this; idle keep-alive connections close after it.
+    #[arg(long, env = "SOUK_HTTP_HEADER_TIMEOUT", value_parser = parse_duration)]
+    http_header_timeout: Option<std::time::Duration>,
+    /// A request's body must arrive whole within this, or 408.
+    #[arg(long, env = "SOUK_HTTP_BODY_TIMEOUT", value_parser = parse_duration)]
+    http_body_timeout: Option<std::time::Duration>,
+    /// Connections served at once.
+    #[arg(long, env = "SOUK_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_max_connections: Option<u32>,
+    /// Bytes of request line and headers; over it, 431.
+    #[arg(long, env = "SOUK_HTTP_MAX_HEADER_BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    http_max_header_bytes: Option<u32>,
+    /// Failed logins per account per minute (`N`, or `N/BURST`).
+    #[arg(long, env = "SOUK_LOGIN_RATE_PER_ACCOUNT", value_parser = souk_gateway::parse_rate)]
+    login_rate_per_account: Option<souk_gateway::Rate>,
+    /// Logins and registrations per client address per minute (`N`, or `N/BURST`).
+    #[arg(long, env = "SOUK_AUTH_RATE_PER_ADDRESS", value_parser = souk_gateway::parse_rate)]
+    auth_rate_per_address: Option<souk_gateway::Rate>,
+    /// Origins allowed to call the API from a browser, comma-separated; none: CORS off.
+    #[arg(long, env = "SOUK_CORS_ALLOWED_ORIGINS", default_value = "", value_parser = souk_gateway::parse_origins)]
+    cors_allowed_origins: CorsOrigins,
+}
+
+type CorsOrigins = Vec<http::HeaderValue>;
+
+impl GatewayArgs {
+    fn limits(&self) -> souk_gateway::Limits {
+        let default = souk_gateway::Limits::default();
+        souk_gateway::Limits {
+            header_timeout: self.http_header_timeout.unwrap_or(default.header_timeout),
+            body_timeout: self.http_body_timeout.unwrap_or(default.body_timeout),
+            max_connections: self
+                .http_max_connections
+                .map_or(default.max_connections, |n| n as usize),
+            max_header_bytes: self
+                .http_max_header_bytes
+                .map_or(default.max_header_bytes, |n| n as usize),
+            login_per_account: self
+                .login_rate_per_account
+                .unwrap_or(default.login_per_account),
+            auth_per_address: self
+                .auth_rate_per_address
+                .unwrap_or(default.auth_per_address),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -268,6 +325,8 @@ struct ServeArgs {
     jwt: JwtArgs,
     #[command(flatten)]
     admin: AdminArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -342,6 +401,7 @@ async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     args.database.check()?;
     args.service_databases.check()?;
+    let nats_credentials = args.nats.credentials()?;
     let mut config = souk::ShopConfig::new(
         common.shop_name,
         args.database.database_url,
@@ -350,6 +410,7 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     );
     config.service_databases = args.service_databases.own();
     config.token_ttl = args.jwt.token_ttl_seconds;
+    config.refresh_ttl = args.jwt.refresh_token_ttl_seconds;
     config.admin = args.admin.account();
     config.grpc_addrs = [
         ("user", args.user_grpc_addr),
@@ -364,10 +425,13 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     config.saga_timeout = args.checkout.saga_timeout;
     config.payment_decline_above_cents = args.checkout.payment_decline_above_cents;
     config.max_deliver = args.nats.max_deliver;
+    config.nats_credentials = nats_credentials;
+    config.gateway_limits = args.gateway.limits();
     let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let shop = souk::up(config, http, shutdown).await?;
+    let shop = souk::up(config, http, shutdown.clone()).await?;
+    serve_metrics(shop.registry(), args.metrics_addr, &shutdown).await?;
     shop.wait().await
 }
 
@@ -410,7 +474,15 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("souk");
     let consumers = ConsumerMetrics::default();
     consumers.register(&mut registry);
-    let bus = || Bus::connect(&args.nats.nats_url, shop.clone(), "service");
+    let credentials = args.nats.credentials()?;
+    let bus = || {
+        Bus::connect_as(
+            &args.nats.nats_url,
+            credentials.as_ref(),
+            shop.clone(),
+            "service",
+        )
+    };
     let (name, serve): (&str, ServeFn) = match args.service {
         Service::User => {
             let keys = keys(&args.jwt, false)?;
@@ -419,6 +491,8 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
                 admin: args.admin.account(),
+                hash_limits: souk_user::HashLimits::for_this_machine(),
+                refresh_ttl: args.jwt.refresh_token_ttl_seconds,
             })
             .await?;
             (
@@ -500,11 +574,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 },
                 verifier: verifier(&args.jwt, "the gateway")?,
                 metrics,
-                registry: registry.clone(),
+                limits: args.gateway.limits(),
             };
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
-            // The figures are on the API's own /metrics, and on the metrics port as for every
-            // other container.
+            // The figures are on the metrics port only, as for every other container.
             serve_metrics(registry, args.metrics_addr, &shutdown).await?;
             tracing::info!("gateway listening on http://{}", args.http_addr);
             return souk_gateway::serve(settings, listener, shutdown).await;
@@ -526,7 +599,13 @@ async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
         .service_databases
         .location(service, &args.database, &common.shop_name);
     let pool = souk_shared::db::pool_without_migrations(&location)?;
-    let bus = Bus::connect(&args.nats.nats_url, common.shop_name.clone(), "relayer").await?;
+    let bus = Bus::connect_as(
+        &args.nats.nats_url,
+        args.nats.credentials()?.as_ref(),
+        common.shop_name.clone(),
+        "relayer",
+    )
+    .await?;
     let metrics = souk_relayer::Metrics::default();
     let mut registry = Registry::with_prefix("souk");
     metrics.register(registry.sub_registry_with_label(("outbox".into(), service.into())));
@@ -695,6 +774,7 @@ mod tests {
             jwt_private_key_file: None,
             jwt_public_key_file: None,
             token_ttl_seconds: Duration::from_secs(60),
+            refresh_token_ttl_seconds: Duration::from_secs(600),
         };
         let err = verifier(&jwt, "the cart service").expect_err("no key");
         assert!(
@@ -710,6 +790,7 @@ mod tests {
             jwt_private_key_file: Some("/nonexistent/private.pem".into()),
             jwt_public_key_file: None,
             token_ttl_seconds: Duration::from_secs(60),
+            refresh_token_ttl_seconds: Duration::from_secs(600),
         };
         let err = keys(&jwt, true).expect_err("half a pair");
         assert!(

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use souk_protos::v1::{
-    GetUserRequest, LoginRequest, LoginResponse, RegisterRequest, User,
+    GetUserRequest, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest,
+    RegisterRequest, User,
     user_service_server::{UserService, UserServiceServer},
 };
 use souk_shared::{
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     domain::{Email, Name, Password},
     password::Hasher,
+    sessions::{Issued, Sessions},
     store::{self, Store},
 };
 
@@ -25,6 +27,7 @@ pub const SERVICE_NAME: &str = "souk.v1.UserService";
 #[derive(Debug)]
 pub struct State {
     pub store: Store,
+    pub sessions: Sessions,
     pub hasher: Hasher,
     pub signer: Signer,
     pub verifier: Verifier,
@@ -47,6 +50,29 @@ fn to_proto(user: store::User) -> User {
     }
 }
 
+fn seconds(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl State {
+    /// An access token for `user` as `role`, with the refresh token that renews it.
+    fn tokens(
+        &self,
+        user: Uuid,
+        role: souk_shared::jwt::Role,
+        refresh: Issued,
+    ) -> Result<LoginResponse, Error> {
+        let token = self.signer.sign(user, role).map_err(Error::Internal)?;
+        Ok(LoginResponse {
+            access_token: token,
+            token_type: "Bearer".into(),
+            expires_in: seconds(self.signer.ttl()),
+            refresh_token: refresh.token,
+            refresh_expires_in: seconds(refresh.expires_in),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl UserService for Handler {
     #[tracing::instrument(skip_all)]
@@ -55,12 +81,7 @@ impl UserService for Handler {
         let email = Email::parse(&request.email)?;
         let password = Password::parse(&request.password)?;
         let name = Name::parse(&request.name)?;
-        let hash = self
-            .0
-            .hasher
-            .hash(password)
-            .await
-            .map_err(Error::Internal)?;
+        let hash = self.0.hasher.hash(password).await.map_err(Error::from)?;
         let user = self.0.store.insert(&email, &name, &hash).await?;
         tracing::info!(user_id = %user.id, "registered");
         Ok(Response::new(to_proto(user)))
@@ -79,7 +100,7 @@ impl UserService for Handler {
                 .hasher
                 .verify(request.password, None)
                 .await
-                .map_err(Error::Internal)?;
+                .map_err(Error::from)?;
             return Err(rejected());
         };
         let account = self.0.store.credentials(&email).await?;
@@ -92,19 +113,44 @@ impl UserService for Handler {
             .hasher
             .verify(request.password, hash)
             .await
-            .map_err(Error::Internal)?
+            .map_err(Error::from)?
         {
             return Err(rejected());
         }
         let (Some(id), Some(role)) = (id, role) else {
             return Err(rejected());
         };
-        let token = self.0.signer.sign(id, role).map_err(Error::Internal)?;
-        Ok(Response::new(LoginResponse {
-            access_token: token,
-            token_type: "Bearer".into(),
-            expires_in: i64::try_from(self.0.signer.ttl().as_secs()).unwrap_or(i64::MAX),
-        }))
+        let refresh = self.0.sessions.start(id).await?;
+        Ok(Response::new(self.0.tokens(id, role, refresh)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let renewed = self
+            .0
+            .sessions
+            .renew(&request.get_ref().refresh_token)
+            .await?;
+        Ok(Response::new(self.0.tokens(
+            renewed.user_id,
+            renewed.role,
+            renewed.next,
+        )?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        self.0
+            .sessions
+            .end(&request.get_ref().refresh_token)
+            .await?;
+        Ok(Response::new(LogoutResponse {}))
     }
 
     #[tracing::instrument(skip_all)]

@@ -7,6 +7,7 @@
 mod domain;
 mod grpc;
 mod password;
+mod sessions;
 mod store;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use souk_shared::{
 use tokio::net::TcpListener;
 
 pub use domain::{Email, Name, Password};
+pub use password::HashLimits;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -38,7 +40,14 @@ pub struct Settings {
     pub signer: Signer,
     pub verifier: Verifier,
     pub admin: Option<AdminAccount>,
+    /// How many password hashes run at once, and how many may wait.
+    pub hash_limits: HashLimits,
+    /// How long a refresh token may be exchanged (the access token's lifetime is the signer's).
+    pub refresh_ttl: std::time::Duration,
 }
+
+/// The default lifetime of a refresh token: 30 days.
+pub const DEFAULT_REFRESH_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// A started user service: database ready, admin account in place.
 #[derive(Debug)]
@@ -49,7 +58,8 @@ pub struct UserService {
 impl UserService {
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let pool = db::connect(&settings.database, &MIGRATOR).await?;
-        let hasher = password::Hasher::new().await?;
+        let hasher = password::Hasher::new(settings.hash_limits).await?;
+        let sessions = sessions::Sessions::new(pool.clone(), settings.refresh_ttl);
         let store = store::Store::new(pool);
         if let Some(admin) = &settings.admin {
             let email = Email::parse(&admin.email)
@@ -63,6 +73,7 @@ impl UserService {
         Ok(Self {
             state: Arc::new(grpc::State {
                 store,
+                sessions,
                 hasher,
                 signer: settings.signer,
                 verifier: settings.verifier,

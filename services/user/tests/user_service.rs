@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use souk_protos::v1::{
-    GetUserRequest, LoginRequest, RegisterRequest, user_service_client::UserServiceClient,
+    GetUserRequest, LoginRequest, LoginResponse, LogoutRequest, RefreshRequest, RegisterRequest,
+    user_service_client::UserServiceClient,
 };
 use souk_shared::{
     Shutdown,
@@ -13,7 +14,7 @@ use souk_shared::{
     jwt::{KeyPair, Role, Signer, Verifier},
     testing::{TestDatabase, listener},
 };
-use souk_user::{AdminAccount, Settings, UserService};
+use souk_user::{AdminAccount, HashLimits, Settings, UserService};
 use tonic::{Code, transport::Channel};
 
 struct App {
@@ -56,6 +57,8 @@ async fn app() -> App {
             email: ADMIN_EMAIL.into(),
             password: Secret::new(ADMIN_PASSWORD.into()),
         }),
+        hash_limits: HashLimits::for_this_machine(),
+        refresh_ttl: Duration::from_secs(3600),
     };
     let shutdown = Shutdown::new();
     let client = start_service(settings.clone(), &shutdown).await;
@@ -331,4 +334,162 @@ async fn admin_bootstrap_is_idempotent_and_resets_the_password() {
         app.verifier.verify(&token).expect("valid").role,
         Role::Admin
     );
+}
+
+#[tokio::test]
+async fn logins_beyond_the_hashing_bound_are_refused_as_unavailable() {
+    let app = app().await;
+    app.shutdown.trigger();
+    let shutdown = Shutdown::new();
+    let settings = Settings {
+        hash_limits: HashLimits {
+            concurrent: 1,
+            queued: 1,
+        },
+        ..app.settings.clone()
+    };
+    let client = start_service(settings, &shutdown).await;
+    let logins: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .login(LoginRequest {
+                        email: ADMIN_EMAIL.into(),
+                        password: "wrong-password".into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for login in logins {
+        codes.push(
+            login
+                .await
+                .expect("task")
+                .expect_err("wrong password")
+                .code(),
+        );
+    }
+    let refused = codes.iter().filter(|c| **c == Code::Unavailable).count();
+    assert!(refused >= 1, "no login refused: {codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, Code::Unavailable | Code::Unauthenticated)),
+        "{codes:?}"
+    );
+    shutdown.trigger();
+}
+
+impl App {
+    async fn pair(&mut self, email: &str, password: &str) -> LoginResponse {
+        self.client
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .expect("login")
+            .into_inner()
+    }
+
+    async fn refresh(&mut self, token: &str) -> Result<LoginResponse, tonic::Status> {
+        Ok(self
+            .client
+            .refresh(RefreshRequest {
+                refresh_token: token.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    async fn db(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(self._db.url().expose())
+            .await
+            .expect("db")
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_rotates_and_a_reused_token_revokes_its_family() {
+    let mut app = app().await;
+    app.customer("ada@example.com").await;
+    let first = app.pair("ada@example.com", "password1").await;
+    assert_eq!(first.expires_in, 900);
+    assert!(first.refresh_token.len() >= 43);
+    let second = app.refresh(&first.refresh_token).await.expect("refresh");
+    assert_ne!(second.refresh_token, first.refresh_token);
+    app.verifier
+        .verify(&second.access_token)
+        .expect("valid access token");
+    // The spent token again: refused, and the whole family with it.
+    let err = app.refresh(&first.refresh_token).await.expect_err("reused");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = app
+        .refresh(&second.refresh_token)
+        .await
+        .expect_err("family revoked");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // Another login is another family.
+    let other = app.pair("ada@example.com", "password1").await;
+    app.refresh(&other.refresh_token).await.expect("own family");
+    for junk in ["", "nope", &"x".repeat(500)] {
+        let err = app.refresh(junk).await.expect_err("junk");
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn logout_revokes_the_session() {
+    let mut app = app().await;
+    app.customer("ada@example.com").await;
+    let pair = app.pair("ada@example.com", "password1").await;
+    app.client
+        .logout(LogoutRequest {
+            refresh_token: pair.refresh_token.clone(),
+        })
+        .await
+        .expect("logout");
+    let err = app
+        .refresh(&pair.refresh_token)
+        .await
+        .expect_err("logged out");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // Logging out twice, or with junk, is fine.
+    app.client
+        .logout(LogoutRequest {
+            refresh_token: "junk".into(),
+        })
+        .await
+        .expect("logout junk");
+}
+
+#[tokio::test]
+async fn a_role_change_or_a_deletion_takes_effect_at_the_next_refresh() {
+    let mut app = app().await;
+    let pair = app.pair(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let claims = app.verifier.verify(&pair.access_token).expect("valid");
+    assert_eq!(claims.role, Role::Admin);
+    let db = app.db().await;
+    sqlx::query("update users set role = 'customer' where lower(email) = lower($1)")
+        .bind(ADMIN_EMAIL)
+        .execute(&db)
+        .await
+        .expect("demote");
+    let renewed = app.refresh(&pair.refresh_token).await.expect("refresh");
+    let claims = app.verifier.verify(&renewed.access_token).expect("valid");
+    assert_eq!(claims.role, Role::Customer);
+
+    sqlx::query("delete from users where lower(email) = lower($1)")
+        .bind(ADMIN_EMAIL)
+        .execute(&db)
+        .await
+        .expect("delete");
+    let err = app
+        .refresh(&renewed.refresh_token)
+        .await
+        .expect_err("deleted account");
+    assert_eq!(err.code(), Code::Unauthenticated);
 }

@@ -1,4 +1,5 @@
-//! The Operations section of docs/api.md: liveness, readiness, metrics and the OpenAPI document.
+//! The Operations section of docs/api.md: liveness, readiness and the OpenAPI document. Metrics
+//! are not here: they are served on the operations port only (`SOUK_METRICS_ADDR`), never on the API.
 
 use axum::{
     Router,
@@ -16,7 +17,6 @@ pub fn router() -> Router<State> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
 }
 
@@ -52,16 +52,6 @@ async fn readyz(AxumState(state): AxumState<State>) -> Response {
             Some(serde_json::json!({ "services": services })),
         )
     }
-}
-
-async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        souk_shared::metrics::render(&state.registry),
-    )
 }
 
 async fn openapi() -> impl IntoResponse {
