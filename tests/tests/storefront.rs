@@ -101,3 +101,49 @@ async fn a_category_is_listed_a_page_at_a_time() {
         .await;
     assert!(odd.text.contains("Page 1 of 2"));
 }
+
+#[tokio::test]
+async fn the_log_in_form_is_throttled_like_the_api() {
+    let shop = TestShop::start().await;
+    let customer = shop.customer().await;
+    // The CSRF token a browser gets with the form: its cookie, repeated in the form.
+    let page = shop.get("/login", None).await;
+    let cookie = page
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| value.strip_prefix("souk_csrf="))
+        .and_then(|value| value.split(';').next())
+        .expect("the log-in page sets the CSRF cookie")
+        .to_owned();
+    let form = format!(
+        "csrf={cookie}&next=%2F&email={}&password=not-the-password",
+        customer.email.replace('@', "%40")
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let request = shop
+            .request(reqwest::Method::POST, "/login")
+            .header("cookie", format!("souk_csrf={cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.clone());
+        let reply = shop.send(request).await;
+        let throttled = reply.status == StatusCode::TOO_MANY_REQUESTS;
+        statuses.push(reply.status);
+        if throttled {
+            assert!(
+                reply.headers.contains_key("retry-after"),
+                "{:?}",
+                reply.headers
+            );
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "wrong passwords through the form were never throttled: {statuses:?}"
+    );
+}

@@ -16,7 +16,7 @@ use super::{
     page::{PageError, PageResult, csrf, form_error, render},
     session::{Form, Visitor, local_path, sign_in, sign_out},
 };
-use crate::{State, error::ApiError};
+use crate::{State, error::ApiError, throttle::ClientAddr};
 
 pub fn router() -> Router<State> {
     Router::new()
@@ -149,12 +149,15 @@ async fn start_session(
 
 async fn login(
     AxumState(state): AxumState<State>,
+    client: ClientAddr,
     visitor: Visitor,
     headers: HeaderMap,
     uri: Uri,
     Form(form): Form<Credentials>,
 ) -> PageResult {
     let next = local_path(form.next.as_deref());
+    // The same limits as the API's login: the form is no way around them.
+    state.throttle.login(client, &form.email)?;
     match start_session(
         &state,
         &headers,
@@ -167,6 +170,9 @@ async fn login(
     {
         Ok(response) => Ok(response),
         Err(error) => {
+            if error.code() == tonic::Code::Unauthenticated {
+                state.throttle.login_failed(&form.email)?;
+            }
             let (status, message) = fixable(error)?;
             let page = login_form(&visitor, &next, &form.email, Some(&message));
             Ok(again(status, render(&visitor, "Log in", html! {}, page)))
@@ -176,12 +182,14 @@ async fn login(
 
 async fn register(
     AxumState(state): AxumState<State>,
+    client: ClientAddr,
     visitor: Visitor,
     headers: HeaderMap,
     uri: Uri,
     Form(form): Form<Credentials>,
 ) -> PageResult {
     let next = local_path(form.next.as_deref());
+    state.throttle.register(client)?;
     let registered = state
         .services
         .user

@@ -118,6 +118,11 @@ pub(crate) enum PageError {
     BadRequest(String),
     NotFound(String),
     Conflict(String),
+    /// Too many attempts: try again after this many seconds.
+    TooManyRequests {
+        detail: String,
+        retry_after: u64,
+    },
     Unavailable,
     Internal,
 }
@@ -139,6 +144,15 @@ impl From<ApiError> for PageError {
             ApiError::NotFound(detail) => Self::NotFound(detail),
             ApiError::Conflict(detail) => Self::Conflict(detail),
             ApiError::PayloadTooLarge => Self::BadRequest("the form is too large".into()),
+            ApiError::RequestTimeout => Self::BadRequest("the form did not arrive in time".into()),
+            ApiError::HeadersTooLarge(_) => Self::BadRequest("the request is too large".into()),
+            ApiError::TooManyRequests {
+                detail,
+                retry_after,
+            } => Self::TooManyRequests {
+                detail,
+                retry_after,
+            },
             ApiError::MethodNotAllowed => Self::NotFound("no such page".into()),
             ApiError::Unavailable(_) => Self::Unavailable,
             ApiError::Internal => Self::Internal,
@@ -168,6 +182,19 @@ impl IntoResponse for PageError {
             Self::BadRequest(detail) => (StatusCode::BAD_REQUEST, "Please check your input", detail),
             Self::NotFound(detail) => (StatusCode::NOT_FOUND, "Not found", detail),
             Self::Conflict(detail) => (StatusCode::CONFLICT, "That did not work", detail),
+            Self::TooManyRequests {
+                detail,
+                retry_after,
+            } => {
+                let body = html! {
+                    h1 { "Too many attempts" }
+                    p role="alert" { (detail) " Please wait " (retry_after) " seconds and try again." }
+                    p { a href="/" { "Back to the shop" } }
+                };
+                let page = Html(frame(None, "Too many attempts", html! {}, body).into_string());
+                let wait = [(http::header::RETRY_AFTER, retry_after.to_string())];
+                return (StatusCode::TOO_MANY_REQUESTS, wait, page).into_response();
+            }
             Self::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
