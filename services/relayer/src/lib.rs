@@ -6,6 +6,12 @@
 //! with `Nats-Msg-Id` = event id, then the acknowledged rows are deleted. A relayer that dies
 //! between publishing and deleting publishes the same rows again; the stream's duplicate window
 //! drops them, and the consumers' inboxes would absorb any that got through.
+//!
+//! An idle relayer polls, and is woken earlier by the hints of `souk_shared::outbox`: in its own
+//! process when it runs beside its service ([`Wake::InProcess`]), or by `LISTEN` when it is a
+//! sidecar ([`Wake::Notify`]). A hint comes before its transaction commits, so a woken relayer
+//! chases: it looks at once, then again after 1 ms, 2 ms, ... until it finds rows or the chase
+//! budget runs out. The poll remains what guarantees delivery.
 
 use std::time::Duration;
 
@@ -15,8 +21,10 @@ use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
+use souk_shared::outbox;
 use souk_shared::{Shutdown, bus::Bus, bus::backoff};
-use sqlx::{PgConnection, PgPool, pool::PoolConnection};
+use sqlx::{PgConnection, PgPool, pool::PoolConnection, postgres::PgListener};
+use tokio::{sync::watch, time::Instant};
 
 /// The advisory lock key of "the relayer of this database's outbox".
 const LOCK_KEY: i64 = 0x736f_756b_6f75_7462; // "soukoutb"
@@ -27,6 +35,8 @@ pub struct Settings {
     pub batch_size: i64,
     /// How long an idle relayer waits before looking again.
     pub poll_interval: Duration,
+    /// Where the hints that wake an idle relayer come from.
+    pub wake: Wake,
 }
 
 impl Default for Settings {
@@ -34,7 +44,59 @@ impl Default for Settings {
         Self {
             batch_size: 256,
             poll_interval: Duration::from_millis(20),
+            wake: Wake::InProcess,
         }
+    }
+}
+
+/// Where a relayer hears that its outbox is about to hold events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// From the service in the same process (`souk up`).
+    InProcess,
+    /// By `LISTEN` on `outbox::NOTIFY_CHANNEL`, from a service in another process that runs
+    /// `outbox::forward_hints` (a sidecar relayer).
+    Notify,
+    /// Not at all: the relayer only polls.
+    Never,
+}
+
+/// A relayer's source of hints.
+enum Hints {
+    InProcess(watch::Receiver<u64>),
+    Notify(Box<PgListener>),
+    Never,
+}
+
+impl Hints {
+    async fn open(wake: Wake, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(match wake {
+            Wake::InProcess => Self::InProcess(outbox::subscribe()),
+            Wake::Notify => {
+                let mut listener = PgListener::connect_with(pool).await?;
+                listener.listen(outbox::NOTIFY_CHANNEL).await?;
+                Self::Notify(Box::new(listener))
+            }
+            Wake::Never => Self::Never,
+        })
+    }
+
+    /// The next hint (several pending ones count as one).
+    async fn next(&mut self) -> anyhow::Result<()> {
+        match self {
+            Self::InProcess(hints) => {
+                if hints.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                hints.mark_unchanged();
+            }
+            Self::Notify(listener) => {
+                listener.recv().await?;
+                while listener.next_buffered().is_some() {}
+            }
+            Self::Never => std::future::pending::<()>().await,
+        }
+        Ok(())
     }
 }
 
@@ -85,6 +147,40 @@ pub struct Relayer {
     settings: Settings,
     metrics: Metrics,
     name: String,
+}
+
+/// Looking again soon after a hint, while its transaction may not have committed yet.
+#[derive(Debug, Default)]
+struct Chase {
+    /// Until when, and the wait before the next look; none: not chasing.
+    state: Option<(Instant, Duration)>,
+}
+
+impl Chase {
+    fn start() -> Self {
+        Self {
+            state: Some((Instant::now() + outbox::CHASE_BUDGET, Duration::ZERO)),
+        }
+    }
+
+    /// How long to wait before looking again: the chase's next step, else the poll interval.
+    fn next_wait(&mut self, poll: Duration) -> Duration {
+        match self.state {
+            Some((until, wait)) if Instant::now() < until => {
+                let next = if wait.is_zero() {
+                    outbox::CHASE_FIRST_DELAY
+                } else {
+                    wait * 2
+                };
+                self.state = Some((until, next.min(poll)));
+                wait.min(poll)
+            }
+            _ => {
+                self.state = None;
+                poll
+            }
+        }
+    }
 }
 
 struct Row {
@@ -157,20 +253,33 @@ impl Relayer {
         shutdown: &Shutdown,
     ) -> anyhow::Result<()> {
         self.bus.ensure_stream().await?;
-        let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(1);
+        // Listening starts before the first look, so no hint falls between the two.
+        let mut hints = Hints::open(self.settings.wake, &self.pool).await?;
+        let mut last_stats = Instant::now() - Duration::from_secs(1);
+        let mut chase = Chase::default();
         loop {
             if last_stats.elapsed() >= Duration::from_millis(500) {
                 self.record_backlog(conn).await?;
-                last_stats = tokio::time::Instant::now();
+                last_stats = Instant::now();
             }
             let relayed = self.relay_batch(conn).await?;
-            if relayed < self.settings.batch_size {
-                tokio::select! {
-                    () = shutdown.wait() => return Ok(()),
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+            if relayed >= self.settings.batch_size {
+                if shutdown.is_triggered() {
+                    return Ok(());
                 }
-            } else if shutdown.is_triggered() {
-                return Ok(());
+                continue;
+            }
+            if relayed > 0 {
+                chase = Chase::default();
+            }
+            let wait = chase.next_wait(self.settings.poll_interval);
+            tokio::select! {
+                () = shutdown.wait() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+                hint = hints.next() => {
+                    hint?;
+                    chase = Chase::start();
+                }
             }
         }
     }

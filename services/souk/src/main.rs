@@ -17,7 +17,7 @@ use souk_shared::{
     consumer::ConsumerMetrics,
     db::DatabaseLocation,
     jwt::{KeyPair, Signer, Verifier, read_pem},
-    telemetry,
+    outbox, telemetry,
 };
 use tokio::net::TcpListener;
 
@@ -433,6 +433,11 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             })
             .await?
             .with_events(bus().await?, args.nats.max_deliver, consumers);
+            // Its relayer is a sidecar: it hears of new events by NOTIFY.
+            tokio::spawn(outbox::forward_hints(
+                service.pool().clone(),
+                shutdown.clone(),
+            ));
             (
                 "product",
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
@@ -483,6 +488,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 consumer_metrics: consumers,
             })
             .await?;
+            tokio::spawn(outbox::forward_hints(
+                service.pool().clone(),
+                shutdown.clone(),
+            ));
             (
                 "order",
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
@@ -536,7 +545,10 @@ async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
         service,
         pool,
         bus,
-        souk_relayer::Settings::default(),
+        souk_relayer::Settings {
+            wake: souk_relayer::Wake::Notify,
+            ..souk_relayer::Settings::default()
+        },
         metrics,
     )
     .run(shutdown)
