@@ -4,6 +4,7 @@
 //! token are checked by extractors before a handler runs (`extract.rs`); each route module owns
 //! its `router()`, merged here with the request id, tracing, metrics and body limit layers.
 
+mod cache;
 mod error;
 mod extract;
 mod metrics;
@@ -13,7 +14,7 @@ mod upstream;
 use std::sync::Arc;
 
 use axum::{Router, extract::DefaultBodyLimit};
-use souk_shared::{Shutdown, jwt::Verifier};
+use souk_shared::{Shutdown, bus::Bus, jwt::Verifier};
 use tokio::net::TcpListener;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -34,6 +35,9 @@ pub struct Settings {
     pub metrics: Metrics,
     /// What `/metrics` serves: the gateway's figures, and with `souk up` the whole shop's.
     pub registry: Arc<prometheus_client::registry::Registry>,
+    /// The shop's event bus: with it, catalog reads are cached, kept correct by the product
+    /// service's `catalog.changed` events (`cache.rs`); without it, nothing is cached.
+    pub bus: Option<Bus>,
 }
 
 /// What every handler can reach.
@@ -43,17 +47,23 @@ pub(crate) struct AppState {
     pub services: upstream::Clients,
     pub metrics: metrics::Metrics,
     pub registry: Arc<prometheus_client::registry::Registry>,
+    pub catalog: Arc<cache::CatalogCache>,
 }
 
 pub(crate) type State = Arc<AppState>;
 
-/// The gateway's whole HTTP application.
-pub fn router(settings: Settings) -> anyhow::Result<Router> {
+/// The gateway's whole HTTP application; its catalog cache listens until `shutdown`.
+pub async fn router(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Router> {
+    let catalog = match &settings.bus {
+        Some(bus) => cache::CatalogCache::subscribed(bus, shutdown).await?,
+        None => cache::CatalogCache::disabled(),
+    };
     let state = Arc::new(AppState {
         verifier: settings.verifier,
         services: upstream::Clients::new(&settings.upstreams)?,
         metrics: settings.metrics,
         registry: settings.registry,
+        catalog,
     });
     let request_id = http::HeaderName::from_static("x-request-id");
     let app = Router::new()
@@ -89,7 +99,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let app = router(settings)?;
+    let app = router(settings, shutdown.clone()).await?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await

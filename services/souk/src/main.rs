@@ -429,6 +429,7 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         Service::Product => {
             let service = souk_product::ProductService::start(souk_product::Settings {
                 database: location("product"),
+                shop: shop.clone(),
                 verifier: verifier(&args.jwt, "the product service")?,
             })
             .await?
@@ -510,6 +511,8 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 verifier: verifier(&args.jwt, "the gateway")?,
                 metrics,
                 registry: registry.clone(),
+                // Catalog reads are cached, each replica hearing the catalog's events.
+                bus: Some(bus().await?),
             };
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
             // The figures are on the API's own /metrics, and on the metrics port as for every
