@@ -65,17 +65,25 @@ pub fn subscribe() -> watch::Receiver<u64> {
     HINTS.subscribe()
 }
 
+/// The least time between two forwarded hints: under load the relayer is busy anyway, and a
+/// `NOTIFY` per business transaction would cost the database nearly as much as the transaction.
+pub const FORWARD_GAP: Duration = Duration::from_millis(1);
+
 /// Forwards this process's hints to the relayer of `pool`'s outbox in another process, as a
 /// `NOTIFY` on [`NOTIFY_CHANNEL`] sent outside any business transaction, until `shutdown`.
-/// Hints that arrive while one is being sent are coalesced into the next.
+/// Hints that arrive while one is being sent, or within [`FORWARD_GAP`] of it, are coalesced
+/// into the next.
 pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
     let mut hints = subscribe();
     let mut attempt = 0;
+    let mut next_allowed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.wait() => return,
             changed = hints.changed() => if changed.is_err() { return },
         }
+        tokio::time::sleep_until(next_allowed).await;
+        next_allowed = tokio::time::Instant::now() + FORWARD_GAP;
         hints.mark_unchanged();
         match sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
             .execute(&pool)
