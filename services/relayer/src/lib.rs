@@ -3,7 +3,8 @@
 //! Rows are claimed in commit-sequence order by the one active relayer of the outbox (a
 //! PostgreSQL advisory lock, held by a dedicated connection: when the relayer dies, its
 //! connection closes and a standby takes over). A batch is published pipelined, every message
-//! with `Nats-Msg-Id` = event id, then the acknowledged rows are deleted. A relayer that dies
+//! with `Nats-Msg-Id` = event id, then the acknowledged rows are deleted (on another connection,
+//! while the next batch, which skips them, is read and published). A relayer that dies
 //! between publishing and deleting publishes the same rows again; the stream's duplicate window
 //! drops them, and the consumers' inboxes would absorb any that got through.
 //!
@@ -149,6 +150,20 @@ pub struct Relayer {
     name: String,
 }
 
+/// The delete of the rows last published, running while the next batch goes out.
+struct Deleting {
+    seqs: Vec<i64>,
+    task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+}
+
+/// Waits for the delete in flight, if any.
+async fn finish(deleting: &mut Option<Deleting>) -> anyhow::Result<()> {
+    if let Some(deleting) = deleting.take() {
+        deleting.task.await??;
+    }
+    Ok(())
+}
+
 /// Looking again soon after a hint, while its transaction may not have committed yet.
 #[derive(Debug, Default)]
 struct Chase {
@@ -257,18 +272,20 @@ impl Relayer {
         let mut hints = Hints::open(self.settings.wake, &self.pool).await?;
         let mut last_stats = Instant::now() - Duration::from_secs(1);
         let mut chase = Chase::default();
+        let mut deleting = None;
         loop {
             if last_stats.elapsed() >= Duration::from_millis(500) {
                 self.record_backlog(conn).await?;
                 last_stats = Instant::now();
             }
-            let relayed = self.relay_batch(conn).await?;
+            let relayed = self.relay_batch(conn, &mut deleting).await?;
             if relayed >= self.settings.batch_size {
                 if shutdown.is_triggered() {
-                    return Ok(());
+                    return finish(&mut deleting).await;
                 }
                 continue;
             }
+            finish(&mut deleting).await?;
             if relayed > 0 {
                 chase = Chase::default();
             }
@@ -284,28 +301,48 @@ impl Relayer {
         }
     }
 
-    /// Publishes one batch and deletes what the stream acknowledged. Returns the batch size.
-    pub async fn relay_batch(&self, conn: &mut PgConnection) -> anyhow::Result<i64> {
+    /// Publishes one batch, and starts deleting what the stream acknowledged on another
+    /// connection while the next batch is read and published (`deleting`: at most one delete in
+    /// flight, whose rows the next read skips). Returns the batch size.
+    async fn relay_batch(
+        &self,
+        conn: &mut PgConnection,
+        deleting: &mut Option<Deleting>,
+    ) -> anyhow::Result<i64> {
+        let in_flight = deleting.as_ref().map_or(&[][..], |d| d.seqs.as_slice());
         let rows = sqlx::query_as!(
             Row,
-            "select seq, id, subject, payload from outbox_events order by seq limit $1",
-            self.settings.batch_size
+            "select seq, id, subject, payload from outbox_events
+             where seq <> all($2) order by seq limit $1",
+            self.settings.batch_size,
+            in_flight,
         )
         .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
+            finish(deleting).await?;
             return Ok(0);
         }
         let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
         let acked = self.publish(&rows).await;
         let failed = rows.len() - acked.len();
+        finish(deleting).await?;
         if !acked.is_empty() {
-            sqlx::query!("delete from outbox_events where seq = any($1)", &acked)
-                .execute(&mut *conn)
-                .await?;
             self.metrics.published.inc_by(acked.len() as u64);
+            let pool = self.pool.clone();
+            let seqs = acked.clone();
+            *deleting = Some(Deleting {
+                seqs: acked,
+                task: tokio::spawn(async move {
+                    sqlx::query!("delete from outbox_events where seq = any($1)", &seqs)
+                        .execute(&pool)
+                        .await
+                        .map(|_| ())
+                }),
+            });
         }
         if failed > 0 {
+            finish(deleting).await?;
             anyhow::bail!(
                 "{failed} of {} events not acknowledged by the stream",
                 rows.len()
