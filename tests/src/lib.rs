@@ -236,6 +236,11 @@ impl TestShop {
         Some(self.send(self.http.get(format!("{base}/metrics"))).await)
     }
 
+    /// The URL of one service's database, for an in-process shop.
+    pub fn database_url(&self, service: &str) -> Option<String> {
+        self.local.as_ref().map(|local| local.database_url(service))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -433,6 +438,20 @@ impl TestShop {
 pub const CONSUMERS: &[&str] = &["product", "cart", "order"];
 
 impl Local {
+    /// The URL of one service's database in this shop (on the test server).
+    pub fn database_url(&self, service: &str) -> String {
+        let server = testing::server_url();
+        let base = server
+            .rsplit_once('/')
+            .map_or(server.as_str(), |(base, _)| base);
+        format!("{base}/{}", self.shop_name.database_name(service))
+    }
+
+    /// The shop's name: its subjects are `<shop>.<event type>`.
+    pub fn shop_name(&self) -> &ShopName {
+        &self.shop_name
+    }
+
     /// Publishes every event of the shop's stream again, each under a new message id (so the
     /// stream's deduplication lets it through and only the consumers' inboxes stand in the way).
     /// Returns how many.

@@ -3676,3 +3676,13 @@ pub struct OrderCancelled {
     #[prost(string, tag = "3")]
     pub reason: ::prost::alloc::string::String,
 }
+/// catalog.changed: what these products (any field, stock included) or categories look like
+/// changed, or they were created or deleted. Readers that keep copies (the gateway's catalog
+/// cache) drop them.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CatalogChanged {
+    #[prost(string, repeated, tag = "1")]
+    pub product_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "2")]
+    pub category_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}

@@ -67,6 +67,7 @@ async fn app() -> App {
 
     let product_settings = souk_product::Settings {
         database: DatabaseLocation::Own(product_db.url()),
+        shop: souk_shared::testing::unique_shop(),
         verifier: verifier.clone(),
     };
     let product_listener = listener().await;

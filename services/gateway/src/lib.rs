@@ -6,6 +6,7 @@
 //! The abuse limits (`limits.rs`) are kept by the server (`server.rs`: connections, header
 //! timeout), by layers here (body timeout, head size, CORS) and by the auth routes (throttling).
 
+mod cache;
 mod error;
 mod extract;
 mod headers;
@@ -20,7 +21,7 @@ mod upstream;
 use std::sync::Arc;
 
 use axum::{Router, extract::DefaultBodyLimit};
-use souk_shared::{Shutdown, jwt::Verifier};
+use souk_shared::{Shutdown, bus::Bus, jwt::Verifier};
 use tokio::net::TcpListener;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
@@ -45,6 +46,9 @@ pub struct Settings {
     pub metrics: Metrics,
     /// Timeouts, connection cap, throttles, CORS.
     pub limits: Limits,
+    /// The shop's event bus: with it, catalog reads are cached, kept correct by the product
+    /// service's `catalog.changed` events (`cache.rs`); without it, nothing is cached.
+    pub bus: Option<Bus>,
 }
 
 /// What every handler can reach.
@@ -54,18 +58,24 @@ pub(crate) struct AppState {
     pub services: upstream::Clients,
     pub metrics: metrics::Metrics,
     pub throttle: throttle::Throttle,
+    pub catalog: Arc<cache::CatalogCache>,
 }
 
 pub(crate) type State = Arc<AppState>;
 
-/// The gateway's whole HTTP application.
-pub fn router(settings: Settings) -> anyhow::Result<Router> {
+/// The gateway's whole HTTP application; its catalog cache listens until `shutdown`.
+pub async fn router(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Router> {
     let limits = settings.limits;
+    let catalog = match &settings.bus {
+        Some(bus) => cache::CatalogCache::subscribed(bus, shutdown).await?,
+        None => cache::CatalogCache::disabled(),
+    };
     let state = Arc::new(AppState {
         verifier: settings.verifier,
         services: upstream::Clients::new(&settings.upstreams)?,
         throttle: throttle::Throttle::new(&limits, settings.metrics.clone()),
         metrics: settings.metrics,
+        catalog,
     });
     let request_id = http::HeaderName::from_static(headers::REQUEST_ID);
     let app = Router::new()
@@ -141,7 +151,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let limits = settings.limits.clone();
-    let app = router(settings)?;
+    let app = router(settings, shutdown.clone()).await?;
     server::serve(app, listener, &limits, shutdown)
         .await
         .map_err(|err| anyhow::anyhow!("gateway HTTP server failed: {err}"))

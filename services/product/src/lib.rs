@@ -19,6 +19,7 @@ use std::sync::Arc;
 use souk_shared::{
     Shutdown,
     bus::Bus,
+    config::ShopName,
     consumer::{ConsumerMetrics, Participation},
     db::{self, DatabaseLocation},
     grpc::GrpcService,
@@ -32,6 +33,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: DatabaseLocation,
+    /// The shop, whose subjects the catalog's events travel on.
+    pub shop: ShopName,
     /// Verifies the callers' tokens (writes need role `admin`).
     pub verifier: Verifier,
 }
@@ -48,7 +51,7 @@ impl ProductService {
         let pool = db::connect(&settings.database, &MIGRATOR).await?;
         Ok(Self {
             state: Arc::new(grpc::State {
-                store: store::Store::new(pool),
+                store: store::Store::new(pool, settings.shop),
                 verifier: settings.verifier,
             }),
             events: None,

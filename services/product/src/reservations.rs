@@ -5,6 +5,7 @@
 //! answer `stock.reserved` or `stock.rejected` through the outbox. `order.cancelled`: give back
 //! what the order holds, once. The `reservations` row per order makes both idempotent and
 //! order-independent: a cancellation that overtakes its order.created leaves a tombstone.
+//! Stock that moves is part of what a product looks like, so both also say `catalog.changed`.
 
 use std::collections::BTreeMap;
 
@@ -109,6 +110,7 @@ impl Reservations {
             )
             .execute(&mut *tx)
             .await?;
+            crate::store::announce(tx, &self.shop, &products, &[]).await?;
             outbox::enqueue(
                 tx,
                 &self.shop,
@@ -152,13 +154,15 @@ impl Reservations {
             }
             Some("reserved") => {
                 // Products deleted meanwhile simply get nothing back.
-                sqlx::query!(
+                let products = sqlx::query_scalar!(
                     r#"update products p set stock = p.stock + l.quantity, updated_at = now()
-                       from reservation_lines l where l.order_id = $1 and p.id = l.product_id"#,
+                       from reservation_lines l where l.order_id = $1 and p.id = l.product_id
+                       returning p.id"#,
                     order
                 )
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
+                crate::store::announce(tx, &self.shop, &products, &[]).await?;
                 sqlx::query!(
                     "update reservations set status = 'released', updated_at = now() where order_id = $1",
                     order

@@ -1,13 +1,17 @@
 //! The product service's tables, through compile-time checked queries.
 //!
 //! Every write is one statement, so no change is a read-modify-write: stock is set by the
-//! admin's create or update, and (later) taken by reservations with
-//! `stock = stock - q where stock >= q`. The database enforces what must hold whatever the
-//! code does: `stock >= 0`, unique category names, no category deleted under its products.
+//! admin's create or update, and taken by reservations with `stock = stock - q where stock >= q`.
+//! The database enforces what must hold whatever the code does: `stock >= 0`, unique category
+//! names, no category deleted under its products.
+//!
+//! Every write also announces itself (`catalog.changed`, through the outbox, in the write's own
+//! transaction), so that those who keep copies of the catalog (the gateway's cache) drop them.
 
 use chrono::{DateTime, Utc};
-use souk_shared::{Error, error::unique_violation};
-use sqlx::PgPool;
+use souk_protos::v1::CatalogChanged;
+use souk_shared::{Error, config::ShopName, error::unique_violation, outbox};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{CategoryDraft, PageRequest, ProductDraft};
@@ -42,6 +46,26 @@ pub struct ProductPage {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    shop: ShopName,
+}
+
+/// Tells, through the outbox in the transaction of `conn`, that these products and categories
+/// changed. Nothing is said of nothing.
+pub async fn announce(
+    conn: &mut PgConnection,
+    shop: &ShopName,
+    products: &[Uuid],
+    categories: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if products.is_empty() && categories.is_empty() {
+        return Ok(());
+    }
+    let event = CatalogChanged {
+        product_ids: products.iter().map(Uuid::to_string).collect(),
+        category_ids: categories.iter().map(Uuid::to_string).collect(),
+    };
+    outbox::enqueue(conn, shop, &event).await?;
+    Ok(())
 }
 
 /// The name of the constraint a statement violated, if it was a foreign key violation.
@@ -70,8 +94,8 @@ fn category_write_error(err: sqlx::Error) -> Error {
 }
 
 impl Store {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, shop: ShopName) -> Self {
+        Self { pool, shop }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -79,7 +103,8 @@ impl Store {
     }
 
     pub async fn insert_product(&self, draft: &ProductDraft) -> Result<Product, Error> {
-        sqlx::query_as!(
+        let mut tx = self.pool.begin().await?;
+        let product = sqlx::query_as!(
             Product,
             r#"insert into products (id, name, description, price_cents, stock, category_id)
                values ($1, $2, $3, $4, $5, $6)
@@ -92,9 +117,12 @@ impl Store {
             draft.stock,
             draft.category_id,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(product_write_error)
+        .map_err(product_write_error)?;
+        announce(&mut tx, &self.shop, &[product.id], &[]).await?;
+        tx.commit().await?;
+        Ok(product)
     }
 
     /// Replaces every field an admin sets; `None` when there is no such product.
@@ -103,7 +131,8 @@ impl Store {
         id: Uuid,
         draft: &ProductDraft,
     ) -> Result<Option<Product>, Error> {
-        sqlx::query_as!(
+        let mut tx = self.pool.begin().await?;
+        let product = sqlx::query_as!(
             Product,
             r#"update products
                set name = $2, description = $3, price_cents = $4, stock = $5, category_id = $6,
@@ -118,17 +147,28 @@ impl Store {
             draft.stock,
             draft.category_id,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(product_write_error)
+        .map_err(product_write_error)?;
+        if product.is_some() {
+            announce(&mut tx, &self.shop, &[id], &[]).await?;
+        }
+        tx.commit().await?;
+        Ok(product)
     }
 
     /// Whether there was such a product.
     pub async fn delete_product(&self, id: Uuid) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query!("delete from products where id = $1", id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            announce(&mut tx, &self.shop, &[id], &[]).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     pub async fn find_product(&self, id: Uuid) -> Result<Option<Product>, Error> {
@@ -226,7 +266,8 @@ impl Store {
     }
 
     pub async fn insert_category(&self, draft: &CategoryDraft) -> Result<Category, Error> {
-        sqlx::query_as!(
+        let mut tx = self.pool.begin().await?;
+        let category = sqlx::query_as!(
             Category,
             r#"insert into categories (id, name, description) values ($1, $2, $3)
                returning id, name, description"#,
@@ -234,9 +275,12 @@ impl Store {
             draft.name,
             draft.description,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(category_write_error)
+        .map_err(category_write_error)?;
+        announce(&mut tx, &self.shop, &[], &[category.id]).await?;
+        tx.commit().await?;
+        Ok(category)
     }
 
     /// `None` when there is no such category.
@@ -245,7 +289,8 @@ impl Store {
         id: Uuid,
         draft: &CategoryDraft,
     ) -> Result<Option<Category>, Error> {
-        sqlx::query_as!(
+        let mut tx = self.pool.begin().await?;
+        let category = sqlx::query_as!(
             Category,
             r#"update categories set name = $2, description = $3, updated_at = now()
                where id = $1
@@ -254,16 +299,22 @@ impl Store {
             draft.name,
             draft.description,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(category_write_error)
+        .map_err(category_write_error)?;
+        if category.is_some() {
+            announce(&mut tx, &self.shop, &[], &[id]).await?;
+        }
+        tx.commit().await?;
+        Ok(category)
     }
 
     /// Whether there was such a category. The foreign key refuses (whatever runs at the same
     /// time) to delete a category that still has products.
     pub async fn delete_category(&self, id: Uuid) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query!("delete from categories where id = $1", id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|err| match foreign_key_violation(&err) {
                 Some("products_category_fkey") => Error::FailedPrecondition(
@@ -271,7 +322,12 @@ impl Store {
                 ),
                 _ => err.into(),
             })?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            announce(&mut tx, &self.shop, &[], &[id]).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     pub async fn find_category(&self, id: Uuid) -> Result<Option<Category>, Error> {

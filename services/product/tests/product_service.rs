@@ -42,6 +42,7 @@ async fn app() -> App {
         Signer::from_pem(keys.private_pem.expose(), Duration::from_secs(900)).expect("signer");
     let service = ProductService::start(Settings {
         database: DatabaseLocation::Own(db.url()),
+        shop: souk_shared::testing::unique_shop(),
         verifier: Verifier::from_pem(&keys.public_pem).expect("verifier"),
     })
     .await
@@ -867,4 +868,71 @@ async fn futures_sum(
         sum += handle.await.expect("task");
     }
     sum
+}
+
+/// What the outbox holds: each `catalog.changed` event's product and category ids, in order.
+async fn catalog_changes(app: &App) -> Vec<(Vec<String>, Vec<String>)> {
+    let pool = sqlx::PgPool::connect(&app.db.url).await.expect("connect");
+    let payloads: Vec<Vec<u8>> =
+        sqlx::query_scalar("select payload from outbox_events order by seq")
+            .fetch_all(&pool)
+            .await
+            .expect("outbox");
+    payloads
+        .iter()
+        .map(|payload| {
+            let event = souk_shared::events::Envelope::decode(payload)
+                .expect("envelope")
+                .event::<souk_protos::v1::CatalogChanged>()
+                .expect("catalog.changed");
+            (event.product_ids, event.category_ids)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_catalog_write_announces_itself_through_the_outbox() {
+    let mut app = app().await;
+    let category = app.category("Oolong").await;
+    let product = app.product("Tieguanyin").await;
+    app.client
+        .update_product(app.as_admin(UpdateProductRequest {
+            id: product.id.clone(),
+            product: Some(in_category(input("Tieguanyin", 900, 3), &category)),
+        }))
+        .await
+        .expect("update");
+    let unknown = Uuid::new_v4().to_string();
+    app.client
+        .update_product(app.as_admin(UpdateProductRequest {
+            id: unknown.clone(),
+            product: Some(input("Nothing", 1, 1)),
+        }))
+        .await
+        .expect_err("no such product");
+    app.client
+        .delete_product(app.as_admin(DeleteProductRequest {
+            id: product.id.clone(),
+        }))
+        .await
+        .expect("delete");
+    app.client
+        .delete_category(app.as_admin(DeleteCategoryRequest {
+            id: category.clone(),
+        }))
+        .await
+        .expect("delete category");
+    let p = vec![product.id.clone()];
+    let c = vec![category.clone()];
+    assert_eq!(
+        catalog_changes(&app).await,
+        vec![
+            (vec![], c.clone()),
+            (p.clone(), vec![]),
+            (p.clone(), vec![]),
+            (p, vec![]),
+            (vec![], c),
+        ],
+        "one event per change, none for a write that changed nothing"
+    );
 }

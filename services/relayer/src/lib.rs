@@ -3,9 +3,16 @@
 //! Rows are claimed in commit-sequence order by the one active relayer of the outbox (a
 //! PostgreSQL advisory lock, held by a dedicated connection: when the relayer dies, its
 //! connection closes and a standby takes over). A batch is published pipelined, every message
-//! with `Nats-Msg-Id` = event id, then the acknowledged rows are deleted. A relayer that dies
+//! with `Nats-Msg-Id` = event id, then the acknowledged rows are deleted (on another connection,
+//! while the next batch, which skips them, is read and published). A relayer that dies
 //! between publishing and deleting publishes the same rows again; the stream's duplicate window
 //! drops them, and the consumers' inboxes would absorb any that got through.
+//!
+//! An idle relayer polls, and is woken earlier by the hints of `souk_shared::outbox`: in its own
+//! process when it runs beside its service ([`Wake::InProcess`]), or by `LISTEN` when it is a
+//! sidecar ([`Wake::Notify`]). A hint comes before its transaction commits, so a woken relayer
+//! chases: it looks at once, then again after 1 ms, 2 ms, ... until it finds rows or the chase
+//! budget runs out. The poll remains what guarantees delivery.
 
 use std::time::Duration;
 
@@ -15,8 +22,10 @@ use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
+use souk_shared::outbox;
 use souk_shared::{Shutdown, bus::Bus, bus::backoff};
-use sqlx::{PgConnection, PgPool, pool::PoolConnection};
+use sqlx::{PgConnection, PgPool, pool::PoolConnection, postgres::PgListener};
+use tokio::{sync::watch, time::Instant};
 
 /// The advisory lock key of "the relayer of this database's outbox".
 const LOCK_KEY: i64 = 0x736f_756b_6f75_7462; // "soukoutb"
@@ -27,6 +36,8 @@ pub struct Settings {
     pub batch_size: i64,
     /// How long an idle relayer waits before looking again.
     pub poll_interval: Duration,
+    /// Where the hints that wake an idle relayer come from.
+    pub wake: Wake,
 }
 
 impl Default for Settings {
@@ -34,7 +45,59 @@ impl Default for Settings {
         Self {
             batch_size: 256,
             poll_interval: Duration::from_millis(20),
+            wake: Wake::InProcess,
         }
+    }
+}
+
+/// Where a relayer hears that its outbox is about to hold events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// From the service in the same process (`souk up`).
+    InProcess,
+    /// By `LISTEN` on `outbox::NOTIFY_CHANNEL`, from a service in another process that runs
+    /// `outbox::forward_hints` (a sidecar relayer).
+    Notify,
+    /// Not at all: the relayer only polls.
+    Never,
+}
+
+/// A relayer's source of hints.
+enum Hints {
+    InProcess(watch::Receiver<u64>),
+    Notify(Box<PgListener>),
+    Never,
+}
+
+impl Hints {
+    async fn open(wake: Wake, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(match wake {
+            Wake::InProcess => Self::InProcess(outbox::subscribe()),
+            Wake::Notify => {
+                let mut listener = PgListener::connect_with(pool).await?;
+                listener.listen(outbox::NOTIFY_CHANNEL).await?;
+                Self::Notify(Box::new(listener))
+            }
+            Wake::Never => Self::Never,
+        })
+    }
+
+    /// The next hint (several pending ones count as one).
+    async fn next(&mut self) -> anyhow::Result<()> {
+        match self {
+            Self::InProcess(hints) => {
+                if hints.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                hints.mark_unchanged();
+            }
+            Self::Notify(listener) => {
+                listener.recv().await?;
+                while listener.next_buffered().is_some() {}
+            }
+            Self::Never => std::future::pending::<()>().await,
+        }
+        Ok(())
     }
 }
 
@@ -85,6 +148,54 @@ pub struct Relayer {
     settings: Settings,
     metrics: Metrics,
     name: String,
+}
+
+/// The delete of the rows last published, running while the next batch goes out.
+struct Deleting {
+    seqs: Vec<i64>,
+    task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+}
+
+/// Waits for the delete in flight, if any.
+async fn finish(deleting: &mut Option<Deleting>) -> anyhow::Result<()> {
+    if let Some(deleting) = deleting.take() {
+        deleting.task.await??;
+    }
+    Ok(())
+}
+
+/// Looking again soon after a hint, while its transaction may not have committed yet.
+#[derive(Debug, Default)]
+struct Chase {
+    /// Until when, and the wait before the next look; none: not chasing.
+    state: Option<(Instant, Duration)>,
+}
+
+impl Chase {
+    fn start() -> Self {
+        Self {
+            state: Some((Instant::now() + outbox::CHASE_BUDGET, Duration::ZERO)),
+        }
+    }
+
+    /// How long to wait before looking again: the chase's next step, else the poll interval.
+    fn next_wait(&mut self, poll: Duration) -> Duration {
+        match self.state {
+            Some((until, wait)) if Instant::now() < until => {
+                let next = if wait.is_zero() {
+                    outbox::CHASE_FIRST_DELAY
+                } else {
+                    wait * 2
+                };
+                self.state = Some((until, next.min(poll)));
+                wait.min(poll)
+            }
+            _ => {
+                self.state = None;
+                poll
+            }
+        }
+    }
 }
 
 struct Row {
@@ -157,46 +268,81 @@ impl Relayer {
         shutdown: &Shutdown,
     ) -> anyhow::Result<()> {
         self.bus.ensure_stream().await?;
-        let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(1);
+        // Listening starts before the first look, so no hint falls between the two.
+        let mut hints = Hints::open(self.settings.wake, &self.pool).await?;
+        let mut last_stats = Instant::now() - Duration::from_secs(1);
+        let mut chase = Chase::default();
+        let mut deleting = None;
         loop {
             if last_stats.elapsed() >= Duration::from_millis(500) {
                 self.record_backlog(conn).await?;
-                last_stats = tokio::time::Instant::now();
+                last_stats = Instant::now();
             }
-            let relayed = self.relay_batch(conn).await?;
-            if relayed < self.settings.batch_size {
-                tokio::select! {
-                    () = shutdown.wait() => return Ok(()),
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+            let relayed = self.relay_batch(conn, &mut deleting).await?;
+            if relayed >= self.settings.batch_size {
+                if shutdown.is_triggered() {
+                    return finish(&mut deleting).await;
                 }
-            } else if shutdown.is_triggered() {
-                return Ok(());
+                continue;
+            }
+            finish(&mut deleting).await?;
+            if relayed > 0 {
+                chase = Chase::default();
+            }
+            let wait = chase.next_wait(self.settings.poll_interval);
+            tokio::select! {
+                () = shutdown.wait() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+                hint = hints.next() => {
+                    hint?;
+                    chase = Chase::start();
+                }
             }
         }
     }
 
-    /// Publishes one batch and deletes what the stream acknowledged. Returns the batch size.
-    pub async fn relay_batch(&self, conn: &mut PgConnection) -> anyhow::Result<i64> {
+    /// Publishes one batch, and starts deleting what the stream acknowledged on another
+    /// connection while the next batch is read and published (`deleting`: at most one delete in
+    /// flight, whose rows the next read skips). Returns the batch size.
+    async fn relay_batch(
+        &self,
+        conn: &mut PgConnection,
+        deleting: &mut Option<Deleting>,
+    ) -> anyhow::Result<i64> {
+        let in_flight = deleting.as_ref().map_or(&[][..], |d| d.seqs.as_slice());
         let rows = sqlx::query_as!(
             Row,
-            "select seq, id, subject, payload from outbox_events order by seq limit $1",
-            self.settings.batch_size
+            "select seq, id, subject, payload from outbox_events
+             where seq <> all($2) order by seq limit $1",
+            self.settings.batch_size,
+            in_flight,
         )
         .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
+            finish(deleting).await?;
             return Ok(0);
         }
         let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
         let acked = self.publish(&rows).await;
         let failed = rows.len() - acked.len();
+        finish(deleting).await?;
         if !acked.is_empty() {
-            sqlx::query!("delete from outbox_events where seq = any($1)", &acked)
-                .execute(&mut *conn)
-                .await?;
             self.metrics.published.inc_by(acked.len() as u64);
+            let pool = self.pool.clone();
+            let seqs = acked.clone();
+            *deleting = Some(Deleting {
+                seqs: acked,
+                task: tokio::spawn(async move {
+                    sqlx::query!("delete from outbox_events where seq = any($1)", &seqs)
+                        .execute(&pool)
+                        .await
+                        .map(|_| ())
+                }),
+            });
         }
         if failed > 0 {
+            finish(deleting).await?;
             anyhow::bail!(
                 "{failed} of {} events not acknowledged by the stream",
                 rows.len()

@@ -6,7 +6,7 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use prost::Message as _;
 use souk_protos::v1::StockReserved;
-use souk_relayer::{Metrics, Relayer, Settings};
+use souk_relayer::{Metrics, Relayer, Settings, Wake};
 use souk_shared::{
     Shutdown,
     bus::Bus,
@@ -240,6 +240,48 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_leave_when_it_is_back(
     fixture.wait_until_drained().await;
     let direct = fixture.bus(&nats_url()).await;
     assert_eq!(fixture.stream_ids(&direct).await, ids);
+}
+
+/// Starts a relayer that would not look again for an hour unless woken by `wake`, lets it relay
+/// a first event (so it is idle in its loop), then commits a second: only a wake-up delivers it.
+async fn a_commit_wakes_an_idle_relayer(wake: Wake) {
+    let fixture = fixture().await;
+    let bus = fixture.bus(&nats_url()).await;
+    let settings = Settings {
+        poll_interval: Duration::from_secs(3600),
+        wake,
+        ..Settings::default()
+    };
+    if wake == Wake::Notify {
+        // The service's side of a sidecar relayer, as `souk serve` runs it.
+        tokio::spawn(outbox::forward_hints(
+            fixture.pool.clone(),
+            fixture.shutdown.clone(),
+        ));
+    }
+    let relayer = Relayer::new(
+        "test",
+        fixture.pool.clone(),
+        bus.clone(),
+        settings,
+        Metrics::default(),
+    );
+    tokio::spawn(relayer.run(fixture.shutdown.clone()));
+    let mut ids = fixture.enqueue(1).await;
+    fixture.wait_until_drained().await;
+    ids.extend(fixture.enqueue(1).await);
+    fixture.wait_until_drained().await;
+    assert_eq!(fixture.stream_ids(&bus).await, ids);
+}
+
+#[tokio::test]
+async fn a_relayer_beside_its_service_is_woken_by_the_commit_not_its_poll() {
+    a_commit_wakes_an_idle_relayer(Wake::InProcess).await;
+}
+
+#[tokio::test]
+async fn a_sidecar_relayer_is_woken_by_notify_from_the_service_process() {
+    a_commit_wakes_an_idle_relayer(Wake::Notify).await;
 }
 
 #[test]

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use souk_protos::v1::{
-    EventEnvelope, OrderCancelled, OrderConfirmed, OrderCreated, StockRejected, StockReserved,
+    CatalogChanged, EventEnvelope, OrderCancelled, OrderConfirmed, OrderCreated, StockRejected,
+    StockReserved,
 };
 use uuid::Uuid;
 
@@ -30,6 +31,9 @@ impl Event for OrderConfirmed {
 }
 impl Event for OrderCancelled {
     const TYPE: &'static str = "order.cancelled";
+}
+impl Event for CatalogChanged {
+    const TYPE: &'static str = "catalog.changed";
 }
 
 /// The shop's stream: every subject of the shop, one stream per shop.

@@ -1,13 +1,39 @@
 //! Writing events to the transactional outbox, in the caller's transaction: the event leaves
 //! (through the relayer) if and only if the change it describes commits.
+//!
+//! Every enqueue also raises a *hint* that the outbox is about to hold something, so that an
+//! idle relayer need not wait for its next poll. The hint is raised inside the transaction, before
+//! it commits (a service does not tell this module when it commits), so a relayer woken by it
+//! looks again a few times in quick succession until it finds the rows (the "chase"), and its
+//! poll stays the fallback that guarantees delivery. A hint is never a promise: spurious or lost
+//! hints cost a query or a poll interval, never an event.
+//!
+//! Hints travel in the process (`subscribe`, for `souk up`, where a relayer runs beside its
+//! service) or, for a relayer in another process, as a PostgreSQL `NOTIFY` on [`NOTIFY_CHANNEL`]
+//! sent by [`forward_hints`] on a connection of its own. It is never sent in the business
+//! transaction: a `NOTIFY` inside a transaction takes a database-wide lock at commit, which
+//! would serialise every commit of the service.
 
-use sqlx::PgConnection;
+use std::{sync::LazyLock, time::Duration};
+
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
+    Shutdown,
+    bus::backoff,
     config::ShopName,
     events::{self, Envelope, Event},
 };
+
+/// The channel on which a service's hints reach a relayer in another process (one database is
+/// one outbox, and `NOTIFY` is per database, so the name needs no shop or service).
+pub const NOTIFY_CHANNEL: &str = "souk_outbox";
+
+/// The process's hints: a counter bumped by every enqueue. A watch channel coalesces them, so a
+/// burst of enqueues wakes each relayer once.
+static HINTS: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
 
 /// Adds `event` to the outbox within the transaction `conn` belongs to. Returns the event id.
 pub async fn enqueue<E: Event>(
@@ -25,5 +51,60 @@ pub async fn enqueue<E: Event>(
     )
     .execute(conn)
     .await?;
+    hint();
     Ok(envelope.id)
 }
+
+/// Tells this process's relayers (and [`forward_hints`]) that an outbox is about to hold events.
+pub fn hint() {
+    HINTS.send_modify(|count| *count = count.wrapping_add(1));
+}
+
+/// The hints raised in this process from now on.
+pub fn subscribe() -> watch::Receiver<u64> {
+    HINTS.subscribe()
+}
+
+/// The least time between two forwarded hints: under load the relayer is busy anyway, and a
+/// `NOTIFY` per business transaction would cost the database nearly as much as the transaction.
+pub const FORWARD_GAP: Duration = Duration::from_millis(1);
+
+/// Forwards this process's hints to the relayer of `pool`'s outbox in another process, as a
+/// `NOTIFY` on [`NOTIFY_CHANNEL`] sent outside any business transaction, until `shutdown`.
+/// Hints that arrive while one is being sent, or within [`FORWARD_GAP`] of it, are coalesced
+/// into the next.
+pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
+    let mut hints = subscribe();
+    let mut attempt = 0;
+    let mut next_allowed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            changed = hints.changed() => if changed.is_err() { return },
+        }
+        tokio::time::sleep_until(next_allowed).await;
+        next_allowed = tokio::time::Instant::now() + FORWARD_GAP;
+        hints.mark_unchanged();
+        match sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            Ok(_) => attempt = 0,
+            Err(err) => {
+                // The relayer's poll still delivers; wait before trying again.
+                tracing::debug!(error = %err, "outbox hint not sent");
+                attempt += 1;
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    () = tokio::time::sleep(backoff(attempt)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// How a woken relayer looks again while the hinted transaction has not committed yet: first
+/// at once, then after 1 ms, doubling, for at most [`CHASE_BUDGET`].
+pub const CHASE_FIRST_DELAY: Duration = Duration::from_millis(1);
+/// How long a relayer chases a hint before it falls back to its poll.
+pub const CHASE_BUDGET: Duration = Duration::from_secs(1);

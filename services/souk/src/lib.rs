@@ -199,22 +199,12 @@ pub async fn up(
         tracing::info!(shop = %shop.config.shop_name, %addr, "{service} service listening (gRPC)");
     }
 
-    let url = |service: &str| format!("http://{}", shop.grpc_addrs[service]);
-    let gateway = souk_gateway::Settings {
-        upstreams: souk_gateway::Upstreams {
-            user: url("user"),
-            product: url("product"),
-            cart: url("cart"),
-            order: url("order"),
-        },
-        verifier: shop.keys.verifier.clone(),
-        metrics: shop
-            .metrics
+    let gateway = shop.gateway_settings(
+        shop.metrics
             .gateway
             .clone()
             .ok_or_else(|| anyhow::anyhow!("gateway metrics not registered"))?,
-        limits: shop.config.gateway_limits.clone(),
-    };
+    );
     shop.tasks.spawn(named(
         "gateway".into(),
         souk_gateway::serve(gateway, http, shop.shutdown.clone()),
@@ -231,6 +221,34 @@ async fn named(
 }
 
 impl RunningShop {
+    fn gateway_settings(&self, metrics: souk_gateway::Metrics) -> souk_gateway::Settings {
+        let url = |service: &str| format!("http://{}", self.grpc_addrs[service]);
+        souk_gateway::Settings {
+            upstreams: souk_gateway::Upstreams {
+                user: url("user"),
+                product: url("product"),
+                cart: url("cart"),
+                order: url("order"),
+            },
+            verifier: self.keys.verifier.clone(),
+            metrics,
+            limits: self.config.gateway_limits.clone(),
+            bus: Some(self.bus.clone()),
+        }
+    }
+
+    /// Starts another replica of the gateway on `http`, with a cache and figures of its own,
+    /// as a second pod would be; it stops with the shop.
+    pub fn start_gateway_replica(&mut self, http: TcpListener) {
+        let mut registry = Registry::with_prefix("souk");
+        let metrics = souk_gateway::Metrics::register(&mut registry);
+        let settings = self.gateway_settings(metrics);
+        self.tasks.spawn(named(
+            "gateway replica".into(),
+            souk_gateway::serve(settings, http, self.shutdown.clone()),
+        ));
+    }
+
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
     }
@@ -290,6 +308,7 @@ impl RunningShop {
             "product" => {
                 let mut product = souk_product::ProductService::start(souk_product::Settings {
                     database: config.database("product"),
+                    shop: config.shop_name.clone(),
                     verifier: self.keys.verifier.clone(),
                 })
                 .await?;

@@ -17,7 +17,7 @@ use souk_shared::{
     consumer::ConsumerMetrics,
     db::DatabaseLocation,
     jwt::{KeyPair, Signer, Verifier, read_pem},
-    telemetry,
+    outbox, telemetry,
 };
 use tokio::net::TcpListener;
 
@@ -503,10 +503,16 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         Service::Product => {
             let service = souk_product::ProductService::start(souk_product::Settings {
                 database: location("product"),
+                shop: shop.clone(),
                 verifier: verifier(&args.jwt, "the product service")?,
             })
             .await?
             .with_events(bus().await?, args.nats.max_deliver, consumers);
+            // Its relayer is a sidecar: it hears of new events by NOTIFY.
+            tokio::spawn(outbox::forward_hints(
+                service.pool().clone(),
+                shutdown.clone(),
+            ));
             (
                 "product",
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
@@ -557,6 +563,10 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 consumer_metrics: consumers,
             })
             .await?;
+            tokio::spawn(outbox::forward_hints(
+                service.pool().clone(),
+                shutdown.clone(),
+            ));
             (
                 "order",
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
@@ -575,6 +585,8 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 verifier: verifier(&args.jwt, "the gateway")?,
                 metrics,
                 limits: args.gateway.limits(),
+                // Catalog reads are cached, each replica hearing the catalog's events.
+                bus: Some(bus().await?),
             };
             let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
             // The figures are on the metrics port only, as for every other container.
@@ -615,7 +627,10 @@ async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
         service,
         pool,
         bus,
-        souk_relayer::Settings::default(),
+        souk_relayer::Settings {
+            wake: souk_relayer::Wake::Notify,
+            ..souk_relayer::Settings::default()
+        },
         metrics,
     )
     .run(shutdown)

@@ -2,10 +2,21 @@
 //! `Admin` (401 without a token, 403 for another role) and forward the token, so the product
 //! service checks the role again.
 //!
+//! Reads are answered by the catalog cache (`cache.rs`) when it holds them, with a strong
+//! `ETag`; a write forwarded here drops the copies it makes stale at once, so the writer reads
+//! it back, and every replica drops them when the product service's event arrives.
+//!
 //! `/api/products/categories` is a fixed segment beside `/api/products/{id}` (the router
 //! prefers it), so no product id is ever read as "categories".
 
-use axum::{Router, extract::State as AxumState, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State as AxumState,
+    http::{HeaderMap, StatusCode},
+    response::Response,
+    routing::get,
+};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use souk_protos::v1::{
@@ -18,6 +29,7 @@ use uuid::Uuid;
 
 use crate::{
     State,
+    cache::Key,
     error::{ApiError, ApiResult},
     extract::{Admin, IdPath, Json, Query},
 };
@@ -192,55 +204,89 @@ struct CategoryList {
     items: Vec<CategoryBody>,
 }
 
+/// A body as the JSON bytes the cache keeps.
+fn json(body: &impl Serialize) -> ApiResult<Bytes> {
+    serde_json::to_vec(body).map(Bytes::from).map_err(|err| {
+        tracing::error!(error = %err, "cannot encode a catalog answer");
+        ApiError::Internal
+    })
+}
+
+/// The answer for `key`, from the cache or from `fill`.
+async fn cached(
+    state: &State,
+    headers: &HeaderMap,
+    key: Key,
+    fill: impl Future<Output = ApiResult<Bytes>>,
+) -> ApiResult<Response> {
+    let (answer, hit) = state.catalog.get_or_fill(key, fill).await?;
+    Ok(answer.respond(headers, hit))
+}
+
 async fn list_products(
     AxumState(state): AxumState<State>,
+    headers: HeaderMap,
     Query(query): Query<PageQuery>,
-) -> ApiResult<axum::Json<PageBody>> {
+) -> ApiResult<Response> {
     let (page, page_size) = query.checked()?;
-    list(&state, page, page_size, None).await
+    list(&state, &headers, page, page_size, None).await
 }
 
 async fn category_products(
     AxumState(state): AxumState<State>,
+    headers: HeaderMap,
     IdPath(category_id): IdPath,
     Query(query): Query<PageQuery>,
-) -> ApiResult<axum::Json<PageBody>> {
+) -> ApiResult<Response> {
     let (page, page_size) = query.checked()?;
-    list(&state, page, page_size, Some(category_id)).await
+    list(&state, &headers, page, page_size, Some(category_id)).await
 }
 
 async fn list(
     state: &State,
+    headers: &HeaderMap,
     page: i64,
     page_size: i64,
     category_id: Option<Uuid>,
-) -> ApiResult<axum::Json<PageBody>> {
-    let listed = state
-        .services
-        .product
-        .clone()
-        .list_products(ListProductsRequest {
-            page,
-            page_size,
-            category_id: category_id.map(|id| id.to_string()),
-        })
-        .await?
-        .into_inner();
-    Ok(axum::Json(listed.into()))
+) -> ApiResult<Response> {
+    let key = Key::Page {
+        category: category_id,
+        page,
+        page_size,
+    };
+    cached(state, headers, key, async {
+        let listed = state
+            .services
+            .product
+            .clone()
+            .list_products(ListProductsRequest {
+                page,
+                page_size,
+                category_id: category_id.map(|id| id.to_string()),
+            })
+            .await?
+            .into_inner();
+        json(&PageBody::from(listed))
+    })
+    .await
 }
 
 async fn get_product(
     AxumState(state): AxumState<State>,
+    headers: HeaderMap,
     IdPath(id): IdPath,
-) -> ApiResult<axum::Json<ProductBody>> {
-    let product = state
-        .services
-        .product
-        .clone()
-        .get_product(GetProductRequest { id: id.to_string() })
-        .await?
-        .into_inner();
-    Ok(axum::Json(product.into()))
+) -> ApiResult<Response> {
+    cached(&state, &headers, Key::Product(id), async {
+        let product = state
+            .services
+            .product
+            .clone()
+            .get_product(GetProductRequest { id: id.to_string() })
+            .await?
+            .into_inner();
+        json(&ProductBody::from(product))
+    })
+    .await
 }
 
 async fn create_product(
@@ -257,6 +303,7 @@ async fn create_product(
         }))
         .await?
         .into_inner();
+    state.catalog.invalidate(&[id_of(&product.id)?], &[]);
     Ok((StatusCode::CREATED, axum::Json(product.into())))
 }
 
@@ -276,6 +323,7 @@ async fn update_product(
         }))
         .await?
         .into_inner();
+    state.catalog.invalidate(&[id], &[]);
     Ok(axum::Json(product.into()))
 }
 
@@ -290,22 +338,27 @@ async fn delete_product(
         .clone()
         .delete_product(admin.request(DeleteProductRequest { id: id.to_string() }))
         .await?;
+    state.catalog.invalidate(&[id], &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_categories(
     AxumState(state): AxumState<State>,
-) -> ApiResult<axum::Json<CategoryList>> {
-    let listed = state
-        .services
-        .product
-        .clone()
-        .list_categories(ListCategoriesRequest {})
-        .await?
-        .into_inner();
-    Ok(axum::Json(CategoryList {
-        items: listed.items.into_iter().map(CategoryBody::from).collect(),
-    }))
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    cached(&state, &headers, Key::Categories, async {
+        let listed = state
+            .services
+            .product
+            .clone()
+            .list_categories(ListCategoriesRequest {})
+            .await?
+            .into_inner();
+        json(&CategoryList {
+            items: listed.items.into_iter().map(CategoryBody::from).collect(),
+        })
+    })
+    .await
 }
 
 async fn create_category(
@@ -323,6 +376,7 @@ async fn create_category(
         }))
         .await?
         .into_inner();
+    state.catalog.invalidate(&[], &[id_of(&category.id)?]);
     Ok((StatusCode::CREATED, axum::Json(category.into())))
 }
 
@@ -367,6 +421,7 @@ async fn save_category(
         }))
         .await?
         .into_inner();
+    state.catalog.invalidate(&[], &[id]);
     Ok(axum::Json(category.into()))
 }
 
@@ -381,7 +436,16 @@ async fn delete_category(
         .clone()
         .delete_category(admin.request(DeleteCategoryRequest { id: id.to_string() }))
         .await?;
+    state.catalog.invalidate(&[], &[id]);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The id the product service gave something it created.
+fn id_of(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| {
+        tracing::error!(id = raw, "the product service answered a malformed id");
+        ApiError::Internal
+    })
 }
 
 #[cfg(test)]
