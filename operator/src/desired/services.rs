@@ -37,15 +37,19 @@ pub const RELAYER_METRICS_PORT: i32 = 9091;
 /// Where the JWT key pair is mounted.
 pub const JWT_DIR: &str = "/etc/souk/jwt";
 
-/// The Service of `service`: port 80 → `http` for the gateway, 50051 (`grpc`) for the others,
-/// plus the metrics ports.
+/// The Service of `service`: port 80 → `http` for the gateway, and nothing else: the gateway
+/// Service is what the Ingress, a LoadBalancer or a NodePort publishes, and metrics are not for
+/// the public (Prometheus scrapes the pods' `metrics` port). The others: 50051 (`grpc`) and their
+/// metrics ports, inside the cluster.
 pub fn service(shop: &Shop, service: Component) -> Service {
     let mut ports = vec![if service == Component::Gateway {
         service_port("http", GATEWAY_SERVICE_PORT, "http")
     } else {
         service_port("grpc", GRPC_PORT, "grpc")
     }];
-    ports.push(service_port("metrics", METRICS_PORT, "metrics"));
+    if service != Component::Gateway {
+        ports.push(service_port("metrics", METRICS_PORT, "metrics"));
+    }
     if service.has_relayer() {
         ports.push(service_port(
             "relay-metrics",
@@ -90,13 +94,13 @@ pub fn deployment(shop: &Shop, service: Component) -> Deployment {
         settings.resources,
     )];
     if service.has_relayer() {
-        containers.push(relayer_container(shop, service, &settings.env));
+        containers.push(relayer_container(shop, service));
     }
     let pod_labels = Some(labels(shop, service.name()));
     Deployment {
         metadata: metadata(shop, names::service(shop, service), service.name()),
         spec: Some(DeploymentSpec {
-            replicas: Some(settings.replicas),
+            replicas: settings.replicas,
             selector: LabelSelector {
                 match_labels: Some(selector(shop, service.name())),
                 ..LabelSelector::default()
@@ -130,19 +134,26 @@ fn service_container(
     let (main_port, probes) = if service == Component::Gateway {
         (
             container_port("http", HTTP_PORT),
+            // Ready as soon as it serves: the gateway answers 503 for a route whose service is
+            // down, and the others work meanwhile. Its /readyz (every upstream serving) is for
+            // people and `helm test`; as a readiness probe it would take the whole API out of
+            // the Service for one upstream, and never let in a shop with a service at 0 replicas.
             Probes {
                 startup: http_probe("/healthz", 2, 30),
                 liveness: http_probe("/healthz", 10, 3),
-                readiness: http_probe("/readyz", 5, 3),
+                readiness: http_probe("/healthz", 5, 3),
             },
         )
     } else {
         (
             container_port("grpc", GRPC_PORT),
+            // Readiness follows the database (the service's gRPC health); liveness asks only
+            // whether the process answers (the `liveness` health service, always serving), so a
+            // database outage takes pods out of the Service without restarting them.
             Probes {
-                startup: grpc_probe(2, 30),
-                liveness: grpc_probe(10, 3),
-                readiness: grpc_probe(5, 3),
+                startup: grpc_probe(None, 2, 30),
+                liveness: grpc_probe(Some(souk_contract::LIVENESS_HEALTH_SERVICE), 10, 3),
+                readiness: grpc_probe(None, 5, 3),
             },
         )
     };
@@ -168,7 +179,9 @@ fn service_container(
     }
 }
 
-fn relayer_container(shop: &Shop, service: Component, extra_env: &[EnvVar]) -> Container {
+/// The relayer sidecar. The service's extra environment is the service container's alone: the
+/// relayer is another program, with its own settings.
+fn relayer_container(shop: &Shop, service: Component) -> Container {
     let mut env = common_env(shop, &format!("0.0.0.0:{RELAYER_METRICS_PORT}"));
     env.push(database_url_env(shop, service));
     Container {
@@ -177,7 +190,7 @@ fn relayer_container(shop: &Shop, service: Component, extra_env: &[EnvVar]) -> C
         image_pull_policy: Some(shop.spec.image.pull_policy.as_str().to_owned()),
         args: Some(vec!["relay".to_owned(), service.name().to_owned()]),
         ports: Some(vec![container_port("relay-metrics", RELAYER_METRICS_PORT)]),
-        env: Some(merge_env(env, extra_env)),
+        env: Some(env),
         resources: Some(default_resources("10m", "32Mi", "128Mi")),
         // The relayer serves only /metrics; a process that stops answering it is restarted.
         liveness_probe: Some(Probe {
@@ -316,11 +329,11 @@ struct Probes {
     readiness: Probe,
 }
 
-fn grpc_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
+fn grpc_probe(service: Option<&str>, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         grpc: Some(GRPCAction {
             port: GRPC_PORT,
-            service: None,
+            service: service.map(str::to_owned),
         }),
         period_seconds: Some(period_seconds),
         failure_threshold: Some(failure_threshold),
