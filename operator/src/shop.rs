@@ -423,7 +423,16 @@ fn default_storage_size() -> Quantity {
 fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     // `nullable: false` said outright: kube's schema transform marks every optional
     // int-or-string nullable unless the schema already says.
-    schemars::json_schema!({"x-kubernetes-int-or-string": true, "nullable": false})
+    // The API server accepts any string for an int-or-string; the rule refuses what is not a
+    // quantity, before a StatefulSet would.
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "nullable": false,
+        "x-kubernetes-validations": [{
+            "rule": "type(self) == int || string(self).matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')",
+            "message": "must be a size such as 1Gi, 500Mi or a number of bytes"
+        }]
+    })
 }
 
 /// A storage size, where a `null` (from a Shop stored before the schema said non-nullable, or
@@ -767,5 +776,10 @@ mod tests {
         // Not nullable: the API server prunes an explicit null and applies the default.
         assert_eq!(managed["properties"]["storageSize"]["nullable"], false);
         assert_eq!(managed["properties"]["storageSize"]["default"], "1Gi");
+        // And not any string: a rule the API server runs refuses what is no size.
+        let rule = managed["properties"]["storageSize"]["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .expect("a validation rule");
+        assert!(rule.contains("matches("), "{rule}");
     }
 }

@@ -353,29 +353,30 @@ fn helm_install_establishes_the_crd_and_binds_the_operator_account() {
     let committed: Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo().join("crds/shop.yaml")).expect("crd"))
             .expect("crd yaml");
+    let installed = &crd["spec"]["versions"][0];
     assert_eq!(
-        crd["spec"]["versions"][0]["schema"], committed["spec"]["versions"][0]["schema"],
-        "the installed CRD's schema is the committed one"
+        installed["additionalPrinterColumns"],
+        committed["spec"]["versions"][0]["additionalPrinterColumns"],
+        "the installed CRD is the committed one"
     );
+    let managed = &installed["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["databases"]
+        ["properties"]["user"]["properties"]["managed"]["properties"];
+    assert_ne!(
+        managed["storageSize"]["nullable"], true,
+        "storageSize must not be nullable"
+    );
+    assert_eq!(managed["storageSize"]["default"], "1Gi");
 
     // The operator's own identity: what it may and may not do, as the API server decides.
     let kubeconfig = cluster.dir.join("operator.kubeconfig");
     let kubeconfig = kubeconfig.to_str().expect("utf-8 path");
     let can = |verb: &str, resource: &str| {
-        run(
-            "kubectl",
-            &[
-                "--kubeconfig",
-                kubeconfig,
-                "auth",
-                "can-i",
-                verb,
-                resource,
-                "-A",
-            ],
-            None,
-        )
-        .is_ok()
+        let mut args = vec!["--kubeconfig", kubeconfig, "auth", "can-i", verb, "-A"];
+        match resource.split_once('/') {
+            Some((resource, subresource)) => args.extend([resource, "--subresource", subresource]),
+            None => args.push(resource),
+        }
+        run("kubectl", &args, None).is_ok()
     };
     for (verb, resource) in [
         ("watch", "shops.souk.dev"),
@@ -848,6 +849,20 @@ fn nullable_paths(schema: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<Stri
     }
 }
 
+/// An object with the required fields of `schema` given plausible values (a host, a URL, a name).
+fn required_fields(schema: &Value) -> Value {
+    let mut object = json!({});
+    for field in schema["required"].as_array().into_iter().flatten() {
+        let field = field.as_str().unwrap_or_default();
+        object[field] = json!(match field {
+            "host" => "shop.example.com",
+            "url" => "nats://nats.infra:4222",
+            _ => "required-value",
+        });
+    }
+    object
+}
+
 #[test]
 #[ignore = "needs a control plane: scripts/cluster-test"]
 fn invalid_shops_are_refused_naming_the_field_and_others_keep_reconciling() {
@@ -965,9 +980,12 @@ fn invalid_shops_are_refused_naming_the_field_and_others_keep_reconciling() {
     for (i, path) in paths.iter().enumerate() {
         let mut spec = json!({});
         let mut at = &mut spec;
+        let mut schema =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         for key in &path[1..path.len() - 1] {
+            schema = &schema["properties"][key.as_str()];
             at = &mut at[key.as_str()];
-            *at = json!({});
+            *at = required_fields(schema);
         }
         at[path[path.len() - 1].as_str()] = Value::Null;
         let shop = json!({"apiVersion": "souk.dev/v1alpha1", "kind": "Shop",
