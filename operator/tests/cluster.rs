@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// How long a shop may take to become Ready on the simulated node.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The cluster `scripts/cluster-test` started.
 struct Cluster {
@@ -518,10 +518,10 @@ fn deleting_a_shop_garbage_collects_every_child() {
         "gateway pods {before:?}"
     );
 
-    ok(ns.kubectl(&["delete", "shop", "gone", "--wait=true", "--timeout=60s"]));
+    ok(ns.kubectl(&["delete", "shop", "gone", "--wait=true", "--timeout=180s"]));
     let left = wait_until(
         "every child of the deleted shop is gone",
-        Duration::from_secs(90),
+        Duration::from_secs(240),
         || {
             let left = names_of(&json_of(
                 &ns.kubectl(&["get", kinds, "-l", selector, "-o", "json"])?,
@@ -579,7 +579,7 @@ fn wait_rolled_out(ns: &Namespace, name: &str) {
         "rollout",
         "status",
         &format!("deployment/{name}"),
-        "--timeout=90s",
+        "--timeout=240s",
     ]) {
         panic!("{name} did not roll out: {e}");
     }
@@ -765,7 +765,7 @@ fn helm_upgrade_with_changed_values_and_a_changed_crd_applies_both() {
         "rollout",
         "status",
         "deployment/souk-operator",
-        "--timeout=60s",
+        "--timeout=180s",
     ]));
 
     // Back to this chart; the Shop went on being reconciled throughout.
@@ -1085,7 +1085,7 @@ fn changing_the_admin_or_jwt_secret_rolls_the_pods_that_read_it() {
     );
     let new_user = wait_until(
         "the user pods roll for the admin Secret",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let now = hash("roll-user");
             if now == user { Err(now) } else { Ok(now) }
@@ -1109,7 +1109,7 @@ fn changing_the_admin_or_jwt_secret_rolls_the_pods_that_read_it() {
     ]));
     wait_until(
         "the gateway pods roll for the JWT Secret",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let now = hash("roll-gateway");
             if now == gateway { Err(now) } else { Ok(now) }
