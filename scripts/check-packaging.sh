@@ -4,7 +4,7 @@
 #
 #   scripts/check-packaging.sh          # from anywhere; run scripts/install-tools.sh first
 #
-# 1. chart-crd      helm/souk/crds/shop.yaml is byte-identical to the generated crds/shop.yaml
+# 1. chart-crd      helm/souk/crd/shop.yaml is byte-identical to the generated crds/shop.yaml
 # 2. k8s-validate   ../shared/tools/k8s-validate: skaffold.yaml against the v4beta13 schema, the
 #                   sample Shop against the CRD, helm lint --strict and every rendered object against
 #                   the Kubernetes schemas (bare, with ci/all-options-values.yaml, and with the values
@@ -41,19 +41,19 @@ warn() { printf 'WARN %s\n' "$*"; }
 py() { PYTHONPATH=$tools/py${PYTHONPATH:+:$PYTHONPATH} python3 "$@"; }
 
 # ---------------------------------------------------------------------------------------------
-section "chart-crd: helm/souk/crds/shop.yaml = crds/shop.yaml"
+section "chart-crd: helm/souk/crd/shop.yaml = crds/shop.yaml"
 crd_dir=crds
 if [[ -f crds/shop.yaml ]]; then
-  if cmp crds/shop.yaml helm/souk/crds/shop.yaml; then
+  if cmp crds/shop.yaml helm/souk/crd/shop.yaml; then
     pass chart-crd
   else
-    diff -u crds/shop.yaml helm/souk/crds/shop.yaml | head -40 || true
-    fail chart-crd "the chart's CRD differs from the generated one: cp crds/shop.yaml helm/souk/crds/shop.yaml"
+    diff -u crds/shop.yaml helm/souk/crd/shop.yaml | head -40 || true
+    fail chart-crd "the chart's CRD differs from the generated one: cp crds/shop.yaml helm/souk/crd/shop.yaml"
   fi
 else
   # The operator's crdgen has not produced it yet: validate against the chart's copy meanwhile.
-  warn "crds/shop.yaml does not exist yet (cargo run -p souk-operator --bin crdgen); using helm/souk/crds"
-  crd_dir=helm/souk/crds
+  warn "crds/shop.yaml does not exist yet (cargo run -p souk-operator --bin crdgen); using helm/souk/crd"
+  crd_dir=helm/souk/crd
   pass "chart-crd (no generated CRD yet)"
 fi
 

@@ -11,7 +11,7 @@
 //!
 //! Failures go through [`error_policy`], which requeues with a per-shop exponential backoff.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -39,7 +40,8 @@ use crate::validate::{RequiredSecret, SpecError, describe_keys, required_secrets
 const RESYNC_READY: Duration = Duration::from_secs(300);
 /// How often a shop on its way to ready is looked at (child watches usually come sooner).
 const RESYNC_PROGRESSING: Duration = Duration::from_secs(15);
-/// How often a shop waiting for a user's Secret is looked at (Secrets are not watched).
+/// How often a shop waiting for a user's Secret is looked at (the Secret's watch usually comes
+/// sooner).
 const RESYNC_MISSING_SECRET: Duration = Duration::from_secs(30);
 
 /// A reconcile that failed for a reason outside the spec: it is retried with backoff.
@@ -159,18 +161,24 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
 
-    let desired = match desired::desired(shop) {
+    let mut desired = match desired::desired(shop) {
         Ok(desired) => desired,
         Err(error) => return refuse(shop, ctx, &error).await,
     };
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    // The contents of every Secret read on the way, for the pods' secrets hash.
+    let mut seen = SeenSecrets::new();
     for required in required_secrets(shop) {
-        if let Err(error) = check_secret(&secrets_api, &namespace, &required).await? {
-            return refuse(shop, ctx, &error).await;
+        match check_secret(&secrets_api, &namespace, &required).await? {
+            Ok(secret) => {
+                seen.insert(required.name.clone(), Some(contents(secret)));
+            }
+            Err(error) => return refuse(shop, ctx, &error).await,
         }
     }
 
-    let generated = create_missing_secrets(shop, &secrets_api, &desired).await?;
+    let generated = create_missing_secrets(shop, &secrets_api, &desired, &mut seen).await?;
+    stamp_secret_hashes(&secrets_api, &mut desired, &mut seen).await?;
     let applied = apply_children(&client, &namespace, &desired).await?;
     let pruned = prune(shop, &client, &namespace).await?;
 
@@ -194,7 +202,10 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
             shop,
             EventType::Normal,
             "Pruned",
-            format!("deleted {}, no longer in the spec", pruned.join(", ")),
+            format!(
+                "pruned {}, no longer in the spec (a database's or NATS's StatefulSet is scaled to zero, its volume kept)",
+                pruned.join(", ")
+            ),
         )
         .await;
     }
@@ -288,12 +299,28 @@ async fn patch_status_if_changed(
     Ok(())
 }
 
+/// Secrets by name: their contents (every key, `data` and `stringData`), `None` if absent.
+type SeenSecrets = BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>;
+
+fn contents(secret: Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut contents: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (key, value) in secret.string_data.unwrap_or_default() {
+        contents.insert(key, value.into_bytes());
+    }
+    contents
+}
+
 /// Looks up a Secret the user provides. `Ok(Err(_))` is a spec problem, `Err(_)` an API failure.
 async fn check_secret(
     api: &Api<Secret>,
     namespace: &str,
     required: &RequiredSecret,
-) -> Result<Result<(), SpecError>, Error> {
+) -> Result<Result<Secret, SpecError>, Error> {
     let secret = api
         .get_opt(&required.name)
         .await
@@ -322,7 +349,7 @@ async fn check_secret(
             }));
         }
     }
-    Ok(Ok(()))
+    Ok(Ok(secret))
 }
 
 /// Creates the generated Secrets that do not exist yet; returns the names of those created.
@@ -330,6 +357,7 @@ async fn create_missing_secrets(
     shop: &Shop,
     api: &Api<Secret>,
     desired: &Desired,
+    seen: &mut SeenSecrets,
 ) -> Result<Vec<String>, Error> {
     let mut created = Vec::new();
     for which in &desired.generated_secrets {
@@ -338,7 +366,8 @@ async fn create_missing_secrets(
             .get_opt(name)
             .await
             .map_err(Error::kube(format!("read Secret {name}")))?;
-        if existing.is_some() {
+        if let Some(existing) = existing {
+            seen.insert(name.to_owned(), Some(contents(existing)));
             continue;
         }
         let secret = secrets::generate(shop, which, &mut rand_core::OsRng)?;
@@ -347,7 +376,8 @@ async fn create_missing_secrets(
             ..PostParams::default()
         };
         match api.create(&params, &secret).await {
-            Ok(_) => {
+            Ok(made) => {
+                seen.insert(name.to_owned(), Some(contents(made)));
                 info!(secret = name, "generated Secret");
                 created.push(name.to_owned());
             }
@@ -362,6 +392,34 @@ async fn create_missing_secrets(
         }
     }
     Ok(created)
+}
+
+/// Stamps each Deployment's pod template with a hash of the Secrets its pods read, so that a
+/// changed admin, JWT or database Secret rolls the pods that read it.
+/// Secrets not in `seen` are read (and added to it).
+async fn stamp_secret_hashes(
+    api: &Api<Secret>,
+    desired: &mut Desired,
+    seen: &mut SeenSecrets,
+) -> Result<(), Error> {
+    for child in &mut desired.children {
+        let Child::Deployment(deployment) = child else {
+            continue;
+        };
+        let mut read = BTreeMap::new();
+        for name in desired::secrets_read(deployment) {
+            if !seen.contains_key(&name) {
+                let secret = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::kube(format!("read Secret {name}")))?;
+                seen.insert(name.clone(), secret.map(contents));
+            }
+            read.insert(name.clone(), seen[&name].clone());
+        }
+        desired::stamp_secrets_hash(deployment, desired::secrets_hash(&read));
+    }
+    Ok(())
 }
 
 /// Applies every child in order and returns them as the API server answered.
@@ -414,18 +472,63 @@ async fn prune(shop: &Shop, client: &Client, namespace: &str) -> Result<Vec<Stri
                 delete_owned::<Service>(shop, client, namespace, &obsolete.name).await?
             }
             ObsoleteKind::StatefulSet => {
-                delete_owned::<StatefulSet>(shop, client, namespace, &obsolete.name).await?
+                park_owned(shop, client, namespace, &obsolete.name).await?
             }
             ObsoleteKind::Ingress => {
                 delete_owned::<Ingress>(shop, client, namespace, &obsolete.name).await?
             }
         };
         if done {
-            info!(kind = obsolete.kind.as_str(), name = %obsolete.name, "deleted, no longer in the spec");
+            info!(kind = obsolete.kind.as_str(), name = %obsolete.name, "pruned, no longer in the spec");
             deleted.push(format!("{}/{}", obsolete.kind.as_str(), obsolete.name));
         }
     }
     Ok(deleted)
+}
+
+/// A data-holding StatefulSet the spec no longer needs (its database or NATS became external) is
+/// scaled to zero, never deleted: its volume keeps the data, and switching back brings it back.
+/// Deleting it is a person's decision (or the Shop's deletion). Returns whether it was scaled now.
+async fn park_owned(
+    shop: &Shop,
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, Error> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let Some(existing) = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read StatefulSet {name}")))?
+    else {
+        return Ok(false);
+    };
+    if !controlled_by(shop, &existing) || existing.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+    {
+        return Ok(false);
+    }
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let patch = Patch::Merge(serde_json::json!({"spec": {"replicas": 0}}));
+    match api.patch(name, &params, &patch).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: format!("scale StatefulSet {name} to zero"),
+            source,
+        }),
+    }
+}
+
+/// Whether `object` has `shop` as its controlling owner.
+fn controlled_by(shop: &Shop, object: &impl Resource) -> bool {
+    shop.metadata.uid.is_some()
+        && object
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == shop.metadata.uid.as_ref())
 }
 
 async fn delete_owned<K>(
@@ -449,12 +552,7 @@ where
     else {
         return Ok(false);
     };
-    let ours = shop.metadata.uid.is_some()
-        && existing
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == shop.metadata.uid.as_ref());
-    if !ours {
+    if !controlled_by(shop, &existing) {
         return Ok(false);
     }
     // The uid precondition: if the object was replaced meanwhile, the new one is not touched.
@@ -503,14 +601,24 @@ fn key(shop: &Shop) -> String {
     )
 }
 
-/// Runs the controller over every namespace until `shutdown` resolves.
+/// Runs the controller over `namespace` (every namespace when `None`) until `shutdown` resolves.
 pub async fn run(
     client: Client,
+    namespace: Option<&str>,
     metrics: Arc<Metrics>,
     instance: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let shops: Api<Shop> = Api::all(client.clone());
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
+    let shops: Api<Shop> = api(&client, namespace);
     shops.list(&ListParams::default().limit(1)).await.map_err(|error| {
         anyhow::anyhow!(
             "cannot list Shops ({error}); is the CRD installed (kubectl apply -f crds/shop.yaml) and may the operator list shops.souk.dev?"
@@ -519,11 +627,32 @@ pub async fn run(
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=souk-operator");
     let ctx = Arc::new(Context::new(client.clone(), metrics, instance));
     info!("controller started");
-    Controller::new(shops, watcher::Config::default().any_semantic())
-        .owns(Api::<Deployment>::all(client.clone()), children.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(Api::<Ingress>::all(client), children)
+    let controller = Controller::new(shops, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    // A Secret a shop reads (made after the shop, or changed): reconcile that shop now, not at
+    // the next resync.
+    let referring = move |secret: Secret| {
+        let namespace = secret.namespace();
+        let name = secret.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|shop| {
+                shop.namespace() == namespace && desired::secrets_of(shop).contains(&name)
+            })
+            .map(|shop| ObjectRef::from_obj(&*shop))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .watches(
+            api::<Secret>(&client, namespace),
+            watcher::Config::default(),
+            referring,
+        )
+        .owns(api::<Deployment>(&client, namespace), children.clone())
+        .owns(api::<StatefulSet>(&client, namespace), children.clone())
+        .owns(api::<Service>(&client, namespace), children.clone())
+        .owns(api::<Ingress>(&client, namespace), children)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -29,7 +29,7 @@ impl Shop {
 
     pub fn with_replicas(mut self, service: Component, replicas: i32) -> Self {
         let settings = self.spec.services.get_mut(service);
-        settings.get_or_insert_with(ServiceSpec::default).replicas = replicas;
+        settings.get_or_insert_with(ServiceSpec::default).replicas = Some(replicas);
         self
     }
 
@@ -208,6 +208,18 @@ impl ApiServer {
             StatusCode::OK,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
         );
+    }
+
+    /// A merge patch of `kind` `name` that sets its replicas to 0, and nothing else.
+    pub async fn expect_scale_to_zero(&mut self, kind: &str, name: &str) {
+        let (seen, send) = self
+            .expect(Method::PATCH, &format!("{}/{name}", collection(kind)))
+            .await;
+        assert_eq!(seen.body, json!({"spec": {"replicas": 0}}), "{kind} {name}");
+        let mut answer = json!({"apiVersion": "apps/v1", "kind": kind,
+                                "metadata": {"name": name, "namespace": "default"}});
+        answer["spec"] = seen.body["spec"].clone();
+        respond(send, StatusCode::OK, answer);
     }
 
     /// A server-side apply of `kind` `name` with the operator's field manager, forced. The

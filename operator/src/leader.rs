@@ -1,18 +1,37 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, so two replicas can run and only one
-//! reconciles. The holder renews the Lease every [`LeaderElection::renew_every`]; a standby takes
-//! it over once it has gone unrenewed for its duration. Writes carry the Lease's
-//! `resourceVersion`, so two candidates cannot both win a race: the loser gets a conflict.
+//! reconciles. Modelled on client-go's leader election:
 //!
-//! The decision is a pure function ([`decide`]) of the Lease, who we are and the time.
+//! - A standby never compares the holder's `renewTime` with its own clock (the two clocks may
+//!   disagree by more than a Lease). It notes when it last saw the Lease record change (its
+//!   `resourceVersion`), on its own monotonic clock, and takes the Lease over only once the
+//!   record has stood unchanged for the whole `leaseDurationSeconds`.
+//! - The leader renews every [`RETRY_PERIOD`] and gives up when it has not renewed for
+//!   [`RENEW_DEADLINE`], which is shorter than the Lease: it stops reconciling before any standby
+//!   can have seen the Lease unchanged for [`LEASE_DURATION`], so two leaders never overlap.
+//! - Writes carry the Lease's `resourceVersion`, so two candidates cannot both win a race: the
+//!   loser gets a conflict.
+//!
+//! The decision is a pure function ([`decide`]) of the Lease, who we are and how long we have
+//! seen it unchanged.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
+use tokio::time::Instant;
 use tracing::{info, warn};
+
+/// How long a Lease lasts without renewal before a standby may take it over.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How long the leader keeps leading without a successful renewal: less than the Lease, so it
+/// has stopped before anyone may take over.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the leader renews and a standby looks.
+pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 /// What a candidate should do with the Lease as it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +46,9 @@ pub enum Decision {
     Wait { holder: String },
 }
 
-/// The decision for `identity` given the Lease (if any) at `now`.
-pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision {
+/// The decision for `identity` given the Lease (if any), which this candidate has seen
+/// unchanged for `unchanged_for` on its own clock.
+pub fn decide(lease: Option<&Lease>, identity: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
         return if lease.is_some() {
             Decision::TakeOver
@@ -43,28 +63,33 @@ pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision
     if holder.is_empty() {
         return Decision::TakeOver;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let last = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    match last {
-        Some(renewed) if renewed + duration > now => Decision::Wait {
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(LEASE_DURATION, Duration::from_secs);
+    if unchanged_for >= duration {
+        Decision::TakeOver
+    } else {
+        Decision::Wait {
             holder: holder.to_owned(),
-        },
-        _ => Decision::TakeOver,
+        }
     }
 }
 
-/// A candidate for one Lease.
+/// The Lease record as last seen, and since when (on this process's monotonic clock).
 #[derive(Debug, Clone)]
+struct Seen {
+    version: Option<String>,
+    since: Instant,
+}
+
+/// A candidate for one Lease.
+#[derive(Debug)]
 pub struct LeaderElection {
     api: Api<Lease>,
     name: String,
     identity: String,
-    lease_duration: Duration,
-    renew_every: Duration,
+    seen: Mutex<Option<Seen>>,
 }
 
 impl LeaderElection {
@@ -74,14 +99,27 @@ impl LeaderElection {
             api,
             name,
             identity,
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            seen: Mutex::new(None),
         }
     }
 
-    /// How often the holder renews.
-    pub fn renew_every(&self) -> Duration {
-        self.renew_every
+    /// How long the Lease read now has stood unchanged, as far as this candidate has seen.
+    fn unchanged_for(&self, lease: Option<&Lease>) -> Duration {
+        let version = lease.and_then(|l| l.metadata.resource_version.clone());
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.as_ref() {
+            Some(last) if last.version == version => last.since.elapsed(),
+            _ => {
+                *seen = Some(Seen {
+                    version,
+                    since: Instant::now(),
+                });
+                Duration::ZERO
+            }
+        }
     }
 
     /// Waits until this candidate holds the Lease.
@@ -103,28 +141,35 @@ impl LeaderElection {
                     warn!(%error, lease = %self.name, "could not read or write the Lease")
                 }
             }
-            tokio::time::sleep(self.renew_every).await;
+            tokio::time::sleep(RETRY_PERIOD).await;
         }
     }
 
-    /// Renews the Lease until a renewal fails for longer than the Lease lasts (another replica
-    /// may then lead) and returns then; the caller must stop reconciling.
+    /// Renews the Lease every [`RETRY_PERIOD`] and returns when it has not been renewed for
+    /// [`RENEW_DEADLINE`] or another holds it; the caller must then stop reconciling at once.
     pub async fn keep(&self) {
-        let mut last_success = tokio::time::Instant::now();
+        let mut last_success = Instant::now();
         loop {
-            tokio::time::sleep(self.renew_every).await;
-            match self.try_acquire().await {
+            let wake = (Instant::now() + RETRY_PERIOD).min(last_success + RENEW_DEADLINE);
+            tokio::time::sleep_until(wake).await;
+            if last_success.elapsed() >= RENEW_DEADLINE {
+                warn!(lease = %self.name, "could not renew the Lease within the renew deadline");
+                return;
+            }
+            // A renewal that itself hangs past the deadline counts as failed.
+            let left = RENEW_DEADLINE.saturating_sub(last_success.elapsed());
+            let attempt = tokio::time::timeout(left, self.try_acquire()).await;
+            let Ok(attempt) = attempt else {
+                warn!(lease = %self.name, "renewing the Lease took past the renew deadline");
+                return;
+            };
+            match attempt {
                 Ok(Decision::Wait { holder }) => {
                     warn!(lease = %self.name, %holder, "lost the Lease");
                     return;
                 }
-                Ok(_) => last_success = tokio::time::Instant::now(),
-                Err(error) => {
-                    warn!(%error, lease = %self.name, "could not renew the Lease");
-                    if last_success.elapsed() >= self.lease_duration {
-                        return;
-                    }
-                }
+                Ok(_) => last_success = Instant::now(),
+                Err(error) => warn!(%error, lease = %self.name, "could not renew the Lease"),
             }
         }
     }
@@ -160,13 +205,17 @@ impl LeaderElection {
     async fn try_acquire(&self) -> Result<Decision, kube::Error> {
         let lease = self.api.get_opt(&self.name).await?;
         let now = Timestamp::now();
-        let decision = decide(lease.as_ref(), &self.identity, now);
+        let decision = decide(
+            lease.as_ref(),
+            &self.identity,
+            self.unchanged_for(lease.as_ref()),
+        );
         let spec = |previous: Option<&LeaseSpec>, take_over: bool| {
             let transitions = previous.and_then(|s| s.lease_transitions).unwrap_or(0);
             LeaseSpec {
                 holder_identity: Some(self.identity.clone()),
                 lease_duration_seconds: Some(
-                    i32::try_from(self.lease_duration.as_secs()).unwrap_or(15),
+                    i32::try_from(LEASE_DURATION.as_secs()).unwrap_or(i32::MAX),
                 ),
                 acquire_time: if take_over {
                     Some(MicroTime(now))
@@ -219,6 +268,7 @@ impl LeaderElection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::SignedDuration;
 
     fn lease(holder: &str, renewed: Timestamp) -> Lease {
         Lease {
@@ -286,13 +336,30 @@ mod tests {
             assert_eq!(decision.expect("no API error"), Decision::Create);
         }
 
-        #[tokio::test(flavor = "current_thread")]
-        async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+        #[tokio::test(flavor = "current_thread", start_paused = true)]
+        async fn a_lease_seen_unchanged_for_its_duration_is_taken_over_with_its_resource_version() {
             let (client, mut server) = ApiServer::new();
-            let expired = Timestamp::now() - SignedDuration::from_secs(60);
+            let election = election(client);
+            // Renewed "just now" by the holder's clock: only our own observation counts.
+            let renewed = Timestamp::now();
             let scenario = async move {
                 let (_, send) = server.expect(Method::GET, PATH).await;
-                respond(send, StatusCode::OK, stored("pod-b", expired, 3));
+                respond(send, StatusCode::OK, stored("pod-b", renewed, 3));
+                server
+            };
+            let (first, server) =
+                within(futures::future::join(election.try_acquire(), scenario)).await;
+            assert_eq!(
+                first.expect("no API error"),
+                Decision::Wait {
+                    holder: "pod-b".into()
+                }
+            );
+            tokio::time::advance(LEASE_DURATION).await;
+            let mut server = server;
+            let scenario = async move {
+                let (_, send) = server.expect(Method::GET, PATH).await;
+                respond(send, StatusCode::OK, stored("pod-b", renewed, 3));
                 let (seen, send) = server.expect(Method::PUT, PATH).await;
                 assert_eq!(seen.body["metadata"]["resourceVersion"], "41");
                 assert_eq!(seen.body["spec"]["holderIdentity"], "pod-a");
@@ -300,21 +367,17 @@ mod tests {
                 respond(send, StatusCode::OK, seen.body);
                 server
             };
-            let (decision, _server) = within(futures::future::join(
-                election(client).try_acquire(),
-                scenario,
-            ))
-            .await;
+            let (decision, _server) =
+                within(futures::future::join(election.try_acquire(), scenario)).await;
             assert_eq!(decision.expect("no API error"), Decision::TakeOver);
         }
 
         #[tokio::test(flavor = "current_thread")]
         async fn losing_the_race_for_a_lease_means_waiting() {
             let (client, mut server) = ApiServer::new();
-            let expired = Timestamp::now() - SignedDuration::from_secs(60);
             let scenario = async move {
                 let (_, send) = server.expect(Method::GET, PATH).await;
-                respond(send, StatusCode::OK, stored("pod-b", expired, 0));
+                respond(send, StatusCode::OK, stored("", Timestamp::now(), 0));
                 let (_, send) = server.expect(Method::PUT, PATH).await;
                 respond(
                     send,
@@ -377,33 +440,41 @@ mod tests {
 
     #[test]
     fn a_missing_lease_is_created() {
-        assert_eq!(decide(None, "a", Timestamp::now()), Decision::Create);
+        assert_eq!(decide(None, "a", Duration::ZERO), Decision::Create);
     }
 
     #[test]
     fn the_holder_renews() {
-        let now = Timestamp::now();
-        assert_eq!(decide(Some(&lease("a", now)), "a", now), Decision::Renew);
+        let lease = lease("a", Timestamp::now());
+        assert_eq!(decide(Some(&lease), "a", Duration::ZERO), Decision::Renew);
     }
 
     #[test]
-    fn a_fresh_lease_of_another_is_respected() {
-        let now = Timestamp::now();
-        let renewed = now - SignedDuration::from_secs(14);
+    fn a_lease_is_judged_by_how_long_we_saw_it_unchanged_not_by_its_renew_time() {
+        // A holder whose clock runs a minute behind ours: its renewTime looks expired to us,
+        // yet it renews; we must wait.
+        let behind = Timestamp::now() - SignedDuration::from_secs(60);
         assert_eq!(
-            decide(Some(&lease("b", renewed)), "a", now),
+            decide(Some(&lease("b", behind)), "a", Duration::from_secs(14)),
             Decision::Wait { holder: "b".into() }
         );
+        // A holder whose clock runs ahead: its renewTime looks fresh forever; once we have
+        // seen it unchanged for the whole Lease, it is taken over.
+        let ahead = Timestamp::now() + SignedDuration::from_secs(3600);
+        assert_eq!(
+            decide(Some(&lease("b", ahead)), "a", Duration::from_secs(15)),
+            Decision::TakeOver
+        );
+        assert_eq!(
+            decide(Some(&lease("", ahead)), "a", Duration::ZERO),
+            Decision::TakeOver
+        );
     }
 
     #[test]
-    fn an_expired_lease_is_taken_over() {
-        let now = Timestamp::now();
-        let renewed = now - SignedDuration::from_secs(16);
-        assert_eq!(
-            decide(Some(&lease("b", renewed)), "a", now),
-            Decision::TakeOver
-        );
-        assert_eq!(decide(Some(&lease("", now)), "a", now), Decision::TakeOver);
+    fn the_leader_gives_up_before_a_standby_may_take_over() {
+        // The leader stops at RENEW_DEADLINE after its last renewal; a standby saw that renewal
+        // at the earliest when it was written, and waits LEASE_DURATION from then.
+        assert!(RENEW_DEADLINE + RETRY_PERIOD < LEASE_DURATION);
     }
 }

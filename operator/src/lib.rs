@@ -15,17 +15,19 @@
 //! | `souk.dev` | `shops` | get, list, watch |
 //! | `souk.dev` | `shops/status` | get, patch, update |
 //! | `apps` | `deployments` | get, list, watch, create, patch |
-//! | `apps` | `statefulsets` | get, list, watch, create, patch, delete |
+//! | `apps` | `statefulsets` | get, list, watch, create, patch |
 //! | `""` | `services` | get, list, watch, create, patch, delete |
-//! | `""` | `secrets` | get, create |
+//! | `""` | `secrets` | get, list, watch, create |
 //! | `networking.k8s.io` | `ingresses` | get, list, watch, create, patch, delete |
 //! | `events.k8s.io` | `events` | create, patch |
 //! | `coordination.k8s.io` | `leases` | get, create, update (only with leader election; may be a Role in the lease namespace) |
 //!
 //! Children are removed by the garbage collector through their owner references when the `Shop`
-//! is deleted. `delete` is needed only to prune what a changed spec no longer needs (the Postgres
-//! StatefulSet and Service of a database switched to external, the same for NATS, an Ingress
-//! removed), and only objects the Shop controls are deleted.
+//! is deleted. `delete` is needed only to prune what a changed spec no longer needs (the Service
+//! of a database or NATS switched to external, an Ingress removed), and only objects the Shop
+//! controls are deleted. A data-holding StatefulSet is never deleted by the operator: switched to
+//! external, it is scaled to zero with its volume (switch back and it returns with its data).
+//! Secrets are watched (a Secret a Shop reads, created or changed, reconciles that Shop).
 
 pub mod controller;
 pub mod desired;

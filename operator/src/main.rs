@@ -45,6 +45,10 @@ struct RunArgs {
     #[arg(long, env = "SOUK_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
 
+    /// Reconcile only the Shops of this namespace (default: every namespace).
+    #[arg(long, env = "SOUK_OPERATOR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+
     /// Take a Lease before reconciling, so several replicas can run.
     #[arg(long, env = "SOUK_OPERATOR_LEADER_ELECT")]
     leader_elect: bool,
@@ -155,13 +159,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = stopped() => return finish(server).await,
         }
         let result = tokio::select! {
-            result = souk_operator::controller::run(client, metrics, args.pod_name, stopped()) => result,
+            result = souk_operator::controller::run(client, args.watch_namespace.as_deref(), metrics, args.pod_name, stopped()) => result,
             () = election.keep() => Err(anyhow::anyhow!("lost the leader Lease; exiting so a new leader takes over")),
         };
         election.release().await;
         result
     } else {
-        souk_operator::controller::run(client, metrics, args.pod_name, stopped()).await
+        souk_operator::controller::run(
+            client,
+            args.watch_namespace.as_deref(),
+            metrics,
+            args.pod_name,
+            stopped(),
+        )
+        .await
     };
     if let Err(error) = &result {
         error!("{error:#}");

@@ -113,8 +113,10 @@ impl Default for ShopSpec {
     }
 }
 
+/// Short, as `souk`'s own default: clients renew with their refresh token, and a role change or a
+/// deleted account takes effect within this.
 fn default_token_ttl_seconds() -> i64 {
-    3600
+    900
 }
 
 fn default_payment_decline_above_cents() -> i64 {
@@ -296,13 +298,14 @@ impl ServicesSpec {
 }
 
 /// One service's Deployment settings.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
-    /// Number of pods.
-    #[serde(default = "default_replicas")]
+    /// Number of pods. When unset, the operator leaves the Deployment's count alone (1 when it is
+    /// created), so that a HorizontalPodAutoscaler can own it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
 
     /// CPU and memory of the service container; when unset, modest defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,20 +314,6 @@ pub struct ServiceSpec {
     /// Extra environment, after (and so overriding) what the operator sets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
-}
-
-impl Default for ServiceSpec {
-    fn default() -> Self {
-        Self {
-            replicas: default_replicas(),
-            resources: None,
-            env: Vec::new(),
-        }
-    }
-}
-
-fn default_replicas() -> i32 {
-    1
 }
 
 /// The database of each service that has one.
@@ -399,7 +388,8 @@ pub struct ManagedDatabase {
     #[schemars(length(min = 1))]
     pub image: String,
     /// Size of the data volume.
-    #[serde(default = "default_storage_size")]
+    #[serde(default = "default_storage_size", deserialize_with = "storage_size")]
+    #[schemars(schema_with = "quantity_schema")]
     pub storage_size: Quantity,
     /// StorageClass of the data volume; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -426,6 +416,31 @@ fn default_postgres_image() -> String {
 
 fn default_storage_size() -> Quantity {
     Quantity("1Gi".to_owned())
+}
+
+/// A size, as Kubernetes writes quantities (`1Gi`, or a number of bytes), and never `null`.
+/// k8s-openapi's schema of a Quantity is nullable, and the API server keeps an explicit `null` of a
+/// nullable field instead of defaulting it; without `nullable` it prunes the `null` and applies the
+/// default, so every stored Shop decodes.
+fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // `nullable: false` said outright: kube's schema transform marks every optional
+    // int-or-string nullable unless the schema already says.
+    // The API server accepts any string for an int-or-string; the rule refuses what is not a
+    // quantity, before a StatefulSet would.
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "nullable": false,
+        "x-kubernetes-validations": [{
+            "rule": "type(self) == int || string(self).matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')",
+            "message": "must be a size such as 1Gi, 500Mi or a number of bytes"
+        }]
+    })
+}
+
+/// A storage size, where a `null` (from a Shop stored before the schema said non-nullable, or
+/// rendered offline) means the default, like an absent one.
+fn storage_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Quantity, D::Error> {
+    Ok(Option::<Quantity>::deserialize(deserializer)?.unwrap_or_else(default_storage_size))
 }
 
 /// A database outside the shop.
@@ -494,7 +509,8 @@ pub struct ManagedNats {
     #[schemars(length(min = 1))]
     pub image: String,
     /// Size of the JetStream volume.
-    #[serde(default = "default_storage_size")]
+    #[serde(default = "default_storage_size", deserialize_with = "storage_size")]
+    #[schemars(schema_with = "quantity_schema")]
     pub storage_size: Quantity,
     /// StorageClass of the JetStream volume; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -681,7 +697,7 @@ mod tests {
         let crd = serde_json::to_value(Shop::crd()).expect("CRD as JSON");
         let version = &crd["spec"]["versions"][0];
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
-        assert_eq!(spec["tokenTtlSeconds"]["default"], 3600);
+        assert_eq!(spec["tokenTtlSeconds"]["default"], 900);
         assert_eq!(spec["tokenTtlSeconds"]["minimum"], 60.0);
         assert_eq!(spec["paymentDeclineAboveCents"]["minimum"], 0.0);
         assert_eq!(
@@ -714,7 +730,7 @@ mod tests {
             spec.image.reference(),
             format!("souk:{}", env!("CARGO_PKG_VERSION"))
         );
-        assert_eq!(spec.token_ttl_seconds, 3600);
+        assert_eq!(spec.token_ttl_seconds, 900);
         assert_eq!(spec.payment_decline_above_cents, 1_000_000);
         for service in Component::WITH_DATABASE {
             assert!(matches!(
@@ -737,7 +753,35 @@ mod tests {
             "services": {"gateway": {"replicas": 2}, "shipping": {"replicas": 1}}
         }))
         .expect("spec");
-        assert_eq!(spec.services.gateway.as_ref().map(|g| g.replicas), Some(2));
+        assert_eq!(
+            spec.services.gateway.as_ref().and_then(|g| g.replicas),
+            Some(2)
+        );
         assert!(spec.services.unknown.contains_key("shipping"));
+    }
+
+    #[test]
+    fn a_null_storage_size_is_the_default_and_the_schema_does_not_let_one_in() {
+        let spec: ShopSpec = serde_json::from_value(serde_json::json!({
+            "databases": {"user": {"managed": {"storageSize": null}}},
+            "nats": {"managed": {"storageSize": null}}
+        }))
+        .expect("a stored null decodes");
+        match spec.databases.resolve(Component::User) {
+            Database::Managed(db) => assert_eq!(db.storage_size, default_storage_size()),
+            Database::External(_) => panic!("managed"),
+        }
+        let crd = serde_json::to_value(Shop::crd()).expect("CRD as JSON");
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let managed =
+            &spec["properties"]["databases"]["properties"]["user"]["properties"]["managed"];
+        // Not nullable: the API server prunes an explicit null and applies the default.
+        assert_eq!(managed["properties"]["storageSize"]["nullable"], false);
+        assert_eq!(managed["properties"]["storageSize"]["default"], "1Gi");
+        // And not any string: a rule the API server runs refuses what is no size.
+        let rule = managed["properties"]["storageSize"]["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .expect("a validation rule");
+        assert!(rule.contains("matches("), "{rule}");
     }
 }

@@ -129,13 +129,10 @@ pub fn validate(shop: &Shop) -> Result<(), SpecError> {
         });
     }
     for service in Component::ALL {
-        if let Some(settings) = spec.services.get(service)
-            && settings.replicas < 0
+        if let Some(replicas) = spec.services.get(service).and_then(|s| s.replicas)
+            && replicas < 0
         {
-            return Err(SpecError::NegativeReplicas {
-                service,
-                replicas: settings.replicas,
-            });
+            return Err(SpecError::NegativeReplicas { service, replicas });
         }
     }
     for service in Component::WITH_DATABASE {

@@ -56,7 +56,7 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* "true" when leader election is on: asked for, or needed because of several replicas. */}}
+{{/* "true" when leader election is on: asked for (the default), or needed for several replicas. */}}
 {{- define "souk.leaderElection" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}

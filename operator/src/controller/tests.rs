@@ -369,7 +369,7 @@ async fn the_error_policy_backs_off_per_shop_and_resets_on_success() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_database_switched_to_external_has_its_managed_postgres_pruned() {
+async fn a_database_switched_to_external_keeps_its_postgres_scaled_to_zero() {
     let shop = Shop::test().with_external_database(Component::Order, "orders-db");
     let uid = shop.metadata.uid.clone().unwrap_or_default();
     let owned = |kind: &str, name: &str, object_uid: &str| {
@@ -418,16 +418,15 @@ async fn a_database_switched_to_external_has_its_managed_postgres_pruned() {
                 .expect_apply("Deployment", &format!("demo-{service}"), Rollout::Ready)
                 .await;
         }
-        // The old order database goes, workload first; a NATS Service someone else made stays.
+        // The old order database is scaled to zero, never deleted (its volume holds the data);
+        // its Service goes; a NATS Service someone else made stays.
+        let mut running = owned("StatefulSet", "demo-order-db", "sts-1");
+        running["spec"] = serde_json::json!({"replicas": 1});
         server
-            .expect_get(
-                "StatefulSet",
-                "demo-order-db",
-                Some(owned("StatefulSet", "demo-order-db", "sts-1")),
-            )
+            .expect_get("StatefulSet", "demo-order-db", Some(running))
             .await;
         server
-            .expect_delete("StatefulSet", "demo-order-db", "sts-1")
+            .expect_scale_to_zero("StatefulSet", "demo-order-db")
             .await;
         server
             .expect_get(
@@ -449,7 +448,7 @@ async fn a_database_switched_to_external_has_its_managed_postgres_pruned() {
         let note = server.expect_event("Normal", "Pruned").await;
         assert_eq!(
             note,
-            "deleted StatefulSet/demo-order-db, Service/demo-order-db, no longer in the spec"
+            "pruned StatefulSet/demo-order-db, Service/demo-order-db, no longer in the spec (a database's or NATS's StatefulSet is scaled to zero, its volume kept)"
         );
         server.expect_event("Normal", "ShopReady").await;
         server

@@ -16,7 +16,7 @@ pub mod services;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
@@ -199,6 +199,93 @@ pub fn obsolete(shop: &Shop) -> Vec<Obsolete> {
     obsolete
 }
 
+/// The annotation of a pod template that carries [`secrets_hash`] of the Secrets its pods read.
+pub const SECRETS_HASH_ANNOTATION: &str = "souk.dev/secrets-hash";
+
+/// The Secrets the pods of `deployment` read, through environment variables or volumes.
+pub fn secrets_read(deployment: &Deployment) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let Some(pod) = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+    else {
+        return names;
+    };
+    for container in &pod.containers {
+        for var in container.env.iter().flatten() {
+            if let Some(secret) = var
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+            {
+                names.insert(secret.name.clone());
+            }
+        }
+    }
+    for volume in pod.volumes.iter().flatten() {
+        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// A hash of Secrets' contents (name, then each key and value, in order); an absent Secret counts
+/// as absent. Its change, stamped on a pod template, rolls the pods: a process reads its
+/// Secrets when it starts.
+pub fn secrets_hash(secrets: &BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (name, data) in secrets {
+        hash.update(name.as_bytes());
+        hash.update([0]);
+        match data {
+            None => hash.update([0]),
+            Some(data) => {
+                hash.update([1]);
+                for (key, value) in data {
+                    hash.update(key.as_bytes());
+                    hash.update([0]);
+                    hash.update((value.len() as u64).to_be_bytes());
+                    hash.update(value);
+                }
+            }
+        }
+    }
+    hash.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Sets [`SECRETS_HASH_ANNOTATION`] on the pod template of `deployment`.
+pub fn stamp_secrets_hash(deployment: &mut Deployment, hash: String) {
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SECRETS_HASH_ANNOTATION.to_owned(), hash);
+    }
+}
+
+/// Every Secret the shop's pods read or the operator generates for it: a change to any of them
+/// is a reason to reconcile the shop.
+pub fn secrets_of(shop: &Shop) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = crate::validate::required_secrets(shop)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    names.insert(names::jwt_secret(shop));
+    for service in Component::WITH_DATABASE {
+        names.insert(names::database(shop, service));
+    }
+    names
+}
+
 /// Object names, all prefixed by the shop's name.
 pub mod names {
     use super::*;
@@ -224,16 +311,41 @@ pub mod names {
     }
 }
 
-/// The standard labels of an object of `component` (`gateway`, `user-db`, `nats`, `jwt`).
+/// The standard labels of an object of `component` (`gateway`, `user-db`, `nats`, `jwt`),
+/// with `app.kubernetes.io/version` when the image tag can be a label value.
 pub fn labels(shop: &Shop, component: &str) -> BTreeMap<String, String> {
+    let mut labels = unversioned_labels(shop, component);
+    if let Some(version) = version_label(shop.spec.image.tag()) {
+        labels.insert("app.kubernetes.io/version".into(), version);
+    }
+    labels
+}
+
+/// The standard labels without the version: for what must not change when the souk image does
+/// (the pod templates of the databases and NATS, whose change would restart them; volume claim
+/// templates, which the API server refuses to change).
+pub fn unversioned_labels(shop: &Shop, component: &str) -> BTreeMap<String, String> {
     let mut labels = selector(shop, component);
     labels.insert("app.kubernetes.io/part-of".into(), "souk".into());
     labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
-    labels.insert(
-        "app.kubernetes.io/version".into(),
-        shop.spec.image.tag().to_owned(),
-    );
     labels
+}
+
+/// The image tag as a label value, if it can be one: at most 63 characters of letters, digits,
+/// `-`, `_` and `.`, starting and ending with a letter or digit. A tag with a digest
+/// (`1.2@sha256:...`) gives its tag part; a tag too long for a label (skaffold's 64-hex tags) or
+/// with other characters gives none, since the API server would refuse the whole object.
+pub fn version_label(tag: &str) -> Option<String> {
+    let tag = tag.split_once('@').map_or(tag, |(tag, _digest)| tag);
+    let edges_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid = !tag.is_empty()
+        && tag.len() <= 63
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && edges_ok(tag.chars().next())
+        && edges_ok(tag.chars().last());
+    valid.then(|| tag.to_owned())
 }
 
 /// The labels that select the pods of `component`; a subset of [`labels`] that never changes.

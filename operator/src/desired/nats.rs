@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::postgres::{mount, retention, volume_claim};
 use super::services::{container_port, default_resources};
 use super::{
-    labels, metadata, names, restricted_container_security, restricted_pod_security, selector,
+    metadata, names, restricted_container_security, restricted_pod_security, selector,
+    unversioned_labels,
 };
 use crate::shop::{ManagedNats, Shop};
 
@@ -106,7 +107,7 @@ pub fn stateful_set(shop: &Shop, nats: &ManagedNats) -> StatefulSet {
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(shop, COMPONENT)),
+                    labels: Some(unversioned_labels(shop, COMPONENT)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

@@ -17,7 +17,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::services::{container_port, default_resources, env, secret_env};
 use super::{
-    labels, metadata, names, restricted_container_security, restricted_pod_security, selector,
+    metadata, names, restricted_container_security, restricted_pod_security, selector,
+    unversioned_labels,
 };
 use crate::shop::{Component, ManagedDatabase, Shop};
 
@@ -125,7 +126,7 @@ pub fn stateful_set(shop: &Shop, service: Component, db: &ManagedDatabase) -> St
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(shop, &component)),
+                    labels: Some(unversioned_labels(shop, &component)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -169,7 +170,7 @@ pub(crate) fn volume_claim(
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
-            labels: Some(labels(shop, component)),
+            labels: Some(unversioned_labels(shop, component)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {

@@ -52,8 +52,11 @@ fn jwt(shop: &Shop, name: &str, rng: &mut impl CryptoRngCore) -> Result<Secret, 
         .to_public_key_pem(LineEnding::LF)
         .map_err(|e| KeyEncodingError(e.to_string()))?;
     let data = BTreeMap::from([
-        ("private.pem".to_owned(), private.to_string()),
-        ("public.pem".to_owned(), public),
+        (
+            souk_contract::file::JWT_PRIVATE_KEY.to_owned(),
+            private.to_string(),
+        ),
+        (souk_contract::file::JWT_PUBLIC_KEY.to_owned(), public),
     ]);
     Ok(secret(shop, name, "jwt", data))
 }

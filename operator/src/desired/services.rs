@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use souk_contract::{command, env as settings, file};
 
 use super::{
     labels, metadata, names, restricted_container_security, restricted_pod_security, selector,
@@ -25,27 +26,31 @@ use crate::shop::{Component, Database, Nats, Shop};
 /// The uid the `souk` image runs as.
 pub const SOUK_UID: i64 = 65532;
 /// gRPC port of every service but the gateway.
-pub const GRPC_PORT: i32 = 50051;
+pub const GRPC_PORT: i32 = souk_contract::port::GRPC as i32;
 /// HTTP port of the gateway container.
-pub const HTTP_PORT: i32 = 8080;
+pub const HTTP_PORT: i32 = souk_contract::port::HTTP as i32;
 /// Port of the gateway Service.
 pub const GATEWAY_SERVICE_PORT: i32 = 80;
 /// Metrics port of the service container.
-pub const METRICS_PORT: i32 = 9090;
+pub const METRICS_PORT: i32 = souk_contract::port::METRICS as i32;
 /// Metrics port of the relayer sidecar.
-pub const RELAYER_METRICS_PORT: i32 = 9091;
+pub const RELAYER_METRICS_PORT: i32 = souk_contract::port::RELAYER_METRICS as i32;
 /// Where the JWT key pair is mounted.
 pub const JWT_DIR: &str = "/etc/souk/jwt";
 
-/// The Service of `service`: port 80 → `http` for the gateway, 50051 (`grpc`) for the others,
-/// plus the metrics ports.
+/// The Service of `service`: port 80 → `http` for the gateway, and nothing else: the gateway
+/// Service is what the Ingress, a LoadBalancer or a NodePort publishes, and metrics are not for
+/// the public (Prometheus scrapes the pods' `metrics` port). The others: 50051 (`grpc`) and their
+/// metrics ports, inside the cluster.
 pub fn service(shop: &Shop, service: Component) -> Service {
     let mut ports = vec![if service == Component::Gateway {
         service_port("http", GATEWAY_SERVICE_PORT, "http")
     } else {
         service_port("grpc", GRPC_PORT, "grpc")
     }];
-    ports.push(service_port("metrics", METRICS_PORT, "metrics"));
+    if service != Component::Gateway {
+        ports.push(service_port("metrics", METRICS_PORT, "metrics"));
+    }
     if service.has_relayer() {
         ports.push(service_port(
             "relay-metrics",
@@ -90,13 +95,13 @@ pub fn deployment(shop: &Shop, service: Component) -> Deployment {
         settings.resources,
     )];
     if service.has_relayer() {
-        containers.push(relayer_container(shop, service, &settings.env));
+        containers.push(relayer_container(shop, service));
     }
     let pod_labels = Some(labels(shop, service.name()));
     Deployment {
         metadata: metadata(shop, names::service(shop, service), service.name()),
         spec: Some(DeploymentSpec {
-            replicas: Some(settings.replicas),
+            replicas: settings.replicas,
             selector: LabelSelector {
                 match_labels: Some(selector(shop, service.name())),
                 ..LabelSelector::default()
@@ -130,19 +135,26 @@ fn service_container(
     let (main_port, probes) = if service == Component::Gateway {
         (
             container_port("http", HTTP_PORT),
+            // Ready as soon as it serves: the gateway answers 503 for a route whose service is
+            // down, and the others work meanwhile. Its /readyz (every upstream serving) is for
+            // people and `helm test`; as a readiness probe it would take the whole API out of
+            // the Service for one upstream, and never let in a shop with a service at 0 replicas.
             Probes {
                 startup: http_probe("/healthz", 2, 30),
                 liveness: http_probe("/healthz", 10, 3),
-                readiness: http_probe("/readyz", 5, 3),
+                readiness: http_probe("/healthz", 5, 3),
             },
         )
     } else {
         (
             container_port("grpc", GRPC_PORT),
+            // Readiness follows the database (the service's gRPC health); liveness asks only
+            // whether the process answers (the `liveness` health service, always serving), so a
+            // database outage takes pods out of the Service without restarting them.
             Probes {
-                startup: grpc_probe(2, 30),
-                liveness: grpc_probe(10, 3),
-                readiness: grpc_probe(5, 3),
+                startup: grpc_probe(None, 2, 30),
+                liveness: grpc_probe(Some(souk_contract::LIVENESS_HEALTH_SERVICE), 10, 3),
+                readiness: grpc_probe(None, 5, 3),
             },
         )
     };
@@ -150,7 +162,7 @@ fn service_container(
         name: service.name().to_owned(),
         image: Some(shop.spec.image.reference()),
         image_pull_policy: Some(shop.spec.image.pull_policy.as_str().to_owned()),
-        args: Some(vec!["serve".to_owned(), service.name().to_owned()]),
+        args: Some(vec![command::SERVE.to_owned(), service.name().to_owned()]),
         ports: Some(vec![main_port, container_port("metrics", METRICS_PORT)]),
         env: Some(merge_env(service_env(shop, service), extra_env)),
         resources: Some(resources.unwrap_or_else(|| default_resources("50m", "64Mi", "256Mi"))),
@@ -168,16 +180,18 @@ fn service_container(
     }
 }
 
-fn relayer_container(shop: &Shop, service: Component, extra_env: &[EnvVar]) -> Container {
+/// The relayer sidecar. The service's extra environment is the service container's alone: the
+/// relayer is another program, with its own settings.
+fn relayer_container(shop: &Shop, service: Component) -> Container {
     let mut env = common_env(shop, &format!("0.0.0.0:{RELAYER_METRICS_PORT}"));
     env.push(database_url_env(shop, service));
     Container {
         name: "relayer".to_owned(),
         image: Some(shop.spec.image.reference()),
         image_pull_policy: Some(shop.spec.image.pull_policy.as_str().to_owned()),
-        args: Some(vec!["relay".to_owned(), service.name().to_owned()]),
+        args: Some(vec![command::RELAY.to_owned(), service.name().to_owned()]),
         ports: Some(vec![container_port("relay-metrics", RELAYER_METRICS_PORT)]),
-        env: Some(merge_env(env, extra_env)),
+        env: Some(env),
         resources: Some(default_resources("10m", "32Mi", "128Mi")),
         // The relayer serves only /metrics; a process that stops answering it is restarted.
         liveness_probe: Some(Probe {
@@ -199,10 +213,10 @@ fn relayer_container(shop: &Shop, service: Component, extra_env: &[EnvVar]) -> C
 /// What every `souk` process reads: the shop's name, log format, metrics address and NATS.
 fn common_env(shop: &Shop, metrics_addr: &str) -> Vec<EnvVar> {
     vec![
-        env("SOUK_SHOP_NAME", &shop.name_any()),
-        env("SOUK_LOG_FORMAT", "json"),
-        env("SOUK_METRICS_ADDR", metrics_addr),
-        env("SOUK_NATS_URL", &nats_url(shop)),
+        env(settings::SHOP_NAME, &shop.name_any()),
+        env(settings::LOG_FORMAT, "json"),
+        env(settings::METRICS_ADDR, metrics_addr),
+        env(settings::NATS_URL, &nats_url(shop)),
     ]
 }
 
@@ -210,42 +224,42 @@ fn common_env(shop: &Shop, metrics_addr: &str) -> Vec<EnvVar> {
 fn service_env(shop: &Shop, service: Component) -> Vec<EnvVar> {
     let mut vars = common_env(shop, &format!("0.0.0.0:{METRICS_PORT}"));
     if service == Component::Gateway {
-        vars.push(env("SOUK_HTTP_ADDR", &format!("0.0.0.0:{HTTP_PORT}")));
+        vars.push(env(settings::HTTP_ADDR, &format!("0.0.0.0:{HTTP_PORT}")));
     } else {
-        vars.push(env("SOUK_GRPC_ADDR", &format!("0.0.0.0:{GRPC_PORT}")));
+        vars.push(env(settings::GRPC_ADDR, &format!("0.0.0.0:{GRPC_PORT}")));
     }
     if service.has_database() {
         vars.push(database_url_env(shop, service));
     }
     for peer in Component::WITH_DATABASE {
         vars.push(env(
-            &format!("SOUK_{}_URL", peer.name().to_uppercase()),
+            settings::service_url(peer.name()).unwrap_or_default(),
             &format!("http://{}:{GRPC_PORT}", names::service(shop, peer)),
         ));
     }
     vars.push(env(
-        "SOUK_JWT_PUBLIC_KEY_FILE",
-        &format!("{JWT_DIR}/public.pem"),
+        settings::JWT_PUBLIC_KEY_FILE,
+        &format!("{JWT_DIR}/{}", file::JWT_PUBLIC_KEY),
     ));
     if signs_tokens(service) {
         vars.push(env(
-            "SOUK_JWT_PRIVATE_KEY_FILE",
-            &format!("{JWT_DIR}/private.pem"),
+            settings::JWT_PRIVATE_KEY_FILE,
+            &format!("{JWT_DIR}/{}", file::JWT_PRIVATE_KEY),
         ));
     }
     vars.push(env(
-        "SOUK_TOKEN_TTL_SECONDS",
+        settings::TOKEN_TTL_SECONDS,
         &shop.spec.token_ttl_seconds.to_string(),
     ));
     if service == Component::User
         && let Some(admin) = &shop.spec.admin_secret_name
     {
-        vars.push(secret_env("SOUK_ADMIN_EMAIL", admin, "email"));
-        vars.push(secret_env("SOUK_ADMIN_PASSWORD", admin, "password"));
+        vars.push(secret_env(settings::ADMIN_EMAIL, admin, "email"));
+        vars.push(secret_env(settings::ADMIN_PASSWORD, admin, "password"));
     }
     if service == Component::Payment {
         vars.push(env(
-            "SOUK_PAYMENT_DECLINE_ABOVE_CENTS",
+            settings::PAYMENT_DECLINE_ABOVE_CENTS,
             &shop.spec.payment_decline_above_cents.to_string(),
         ));
     }
@@ -262,10 +276,10 @@ pub fn nats_url(shop: &Shop) -> String {
 
 /// `SOUK_<SERVICE>_DATABASE_URL`, from the managed database's Secret or the external one.
 fn database_url_env(shop: &Shop, service: Component) -> EnvVar {
-    let name = format!("SOUK_{}_DATABASE_URL", service.name().to_uppercase());
+    let name = settings::database_url(service.name()).unwrap_or_default();
     match shop.spec.databases.resolve(service) {
-        Database::Managed(_) => secret_env(&name, &names::database(shop, service), "url"),
-        Database::External(external) => secret_env(&name, &external.secret_name, &external.key),
+        Database::Managed(_) => secret_env(name, &names::database(shop, service), "url"),
+        Database::External(external) => secret_env(name, &external.secret_name, &external.key),
     }
 }
 
@@ -294,9 +308,9 @@ fn jwt_volume(shop: &Shop, service: Component) -> Volume {
         path: key.to_owned(),
         mode: None,
     };
-    let mut items = vec![item("public.pem")];
+    let mut items = vec![item(file::JWT_PUBLIC_KEY)];
     if signs_tokens(service) {
-        items.push(item("private.pem"));
+        items.push(item(file::JWT_PRIVATE_KEY));
     }
     Volume {
         name: "jwt".to_owned(),
@@ -316,11 +330,11 @@ struct Probes {
     readiness: Probe,
 }
 
-fn grpc_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
+fn grpc_probe(service: Option<&str>, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         grpc: Some(GRPCAction {
             port: GRPC_PORT,
-            service: None,
+            service: service.map(str::to_owned),
         }),
         period_seconds: Some(period_seconds),
         failure_threshold: Some(failure_threshold),

@@ -206,7 +206,7 @@ fn services_get_the_container_contract() {
         );
         assert_eq!(
             value(main, "SOUK_TOKEN_TTL_SECONDS").as_deref(),
-            Some("3600")
+            Some("900")
         );
         assert_eq!(
             value(main, "SOUK_JWT_PUBLIC_KEY_FILE").as_deref(),
@@ -228,11 +228,16 @@ fn services_get_the_container_contract() {
                 .and_then(|p| p.grpc)
                 .expect("gRPC probe");
             assert_eq!(probe.port, 50051);
-            assert!(
-                main.liveness_probe
-                    .as_ref()
-                    .and_then(|p| p.grpc.as_ref())
-                    .is_some()
+            assert_eq!(probe.service, None, "readiness follows the database");
+            let liveness = main
+                .liveness_probe
+                .clone()
+                .and_then(|p| p.grpc)
+                .expect("gRPC liveness probe");
+            assert_eq!(
+                liveness.service.as_deref(),
+                Some(souk_contract::LIVENESS_HEALTH_SERVICE),
+                "liveness must not follow the database: an outage would restart every pod"
             );
         } else {
             assert_eq!(secret_ref(main, &database), None);
@@ -243,7 +248,11 @@ fn services_get_the_container_contract() {
             let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
                 p.clone().and_then(|p| p.http_get).and_then(|h| h.path)
             };
-            assert_eq!(path(&main.readiness_probe).as_deref(), Some("/readyz"));
+            assert_eq!(
+                path(&main.readiness_probe).as_deref(),
+                Some("/healthz"),
+                "the gateway is ready when it serves, whatever one upstream does"
+            );
             assert_eq!(path(&main.liveness_probe).as_deref(), Some("/healthz"));
         }
         let names: Vec<String> = env_of(main).into_iter().map(|v| v.name).collect();
@@ -303,7 +312,8 @@ fn services_expose_their_ports() {
     };
     assert_eq!(
         ports("demo-gateway"),
-        [("http".into(), 80), ("metrics".into(), 9090)]
+        [("http".into(), 80)],
+        "the gateway Service is what gets published: no metrics port"
     );
     assert_eq!(
         ports("demo-cart"),
@@ -406,14 +416,18 @@ fn replicas_follow_the_spec() {
     let replicas = |name: &str| deployment(&desired, name).spec.and_then(|s| s.replicas);
     assert_eq!(replicas("demo-gateway"), Some(3));
     assert_eq!(replicas("demo-cart"), Some(0));
-    assert_eq!(replicas("demo-user"), Some(1));
+    assert_eq!(
+        replicas("demo-user"),
+        None,
+        "unset: the Deployment's own count, which an autoscaler may own"
+    );
 }
 
 #[test]
 fn the_users_env_overrides_the_operators_and_comes_after() {
     let mut shop = Shop::test();
     shop.spec.services.user = Some(crate::shop::ServiceSpec {
-        replicas: 1,
+        replicas: Some(1),
         resources: None,
         env: vec![
             super::services::env("SOUK_LOG_FORMAT", "pretty"),
@@ -534,4 +548,97 @@ fn what_the_spec_no_longer_needs_is_obsolete() {
             "Service/demo-nats"
         ]
     );
+}
+
+fn templates_of(set: &StatefulSet) -> (serde_json::Value, serde_json::Value) {
+    let spec = set.spec.clone().expect("spec");
+    (
+        serde_json::to_value(&spec.template).expect("template"),
+        serde_json::to_value(&spec.volume_claim_templates).expect("claims"),
+    )
+}
+
+#[test]
+fn a_new_image_tag_changes_no_database_or_nats_template() {
+    let before = built(&Shop::test());
+    let mut shop = Shop::test();
+    shop.spec.image.tag = Some("0.2.0".into());
+    let after = built(&shop);
+    for name in ["demo-user-db", "demo-order-db", "demo-nats"] {
+        let old = stateful_set(&before, name).expect("StatefulSet");
+        let new = stateful_set(&after, name).expect("StatefulSet");
+        assert_eq!(
+            templates_of(&old),
+            templates_of(&new),
+            "{name}: claim templates are immutable, and a pod template change restarts the database"
+        );
+    }
+    let gateway = deployment(&after, "demo-gateway");
+    let labels = gateway.metadata.labels.expect("labels");
+    assert_eq!(labels["app.kubernetes.io/version"], "0.2.0");
+}
+
+#[test]
+fn an_image_tag_that_cannot_be_a_label_value_is_left_out_of_the_labels() {
+    let hex = "a".repeat(64);
+    assert_eq!(
+        version_label(&hex),
+        None,
+        "skaffold's 64-hex tags exceed 63"
+    );
+    assert_eq!(version_label("1.2.3@sha256:abcd").as_deref(), Some("1.2.3"));
+    assert_eq!(version_label("0.1.0").as_deref(), Some("0.1.0"));
+    assert_eq!(version_label("-dev"), None);
+    for tag in [hex.clone(), format!("v1@sha256:{}", "b".repeat(64))] {
+        let mut shop = Shop::test();
+        shop.spec.image.tag = Some(tag.clone());
+        for child in built(&shop).children {
+            let json = child.to_json().expect("json");
+            let text = json.to_string();
+            assert!(
+                !text.contains(&format!("\"app.kubernetes.io/version\":\"{tag}\"")),
+                "{} carries {tag} as a label",
+                child.name()
+            );
+        }
+        let image = containers(&deployment(&built(&shop), "demo-user"))[0]
+            .image
+            .clone();
+        assert_eq!(image, Some(format!("souk:{tag}")));
+    }
+}
+
+#[test]
+fn the_relayer_gets_none_of_the_services_extra_environment() {
+    let mut shop = Shop::test();
+    shop.spec.services.product = Some(crate::shop::ServiceSpec {
+        env: vec![super::services::env("SOUK_LOG", "debug")],
+        ..crate::shop::ServiceSpec::default()
+    });
+    let product = deployment(&built(&shop), "demo-product");
+    let all = containers(&product);
+    let relayer = all.iter().find(|c| c.name == "relayer").expect("relayer");
+    assert_eq!(value(&all[0], "SOUK_LOG").as_deref(), Some("debug"));
+    assert_eq!(value(relayer, "SOUK_LOG"), None);
+}
+
+#[test]
+fn the_secrets_hash_covers_every_secret_a_pod_reads_and_changes_with_them() {
+    let shop = Shop::test().with_admin_secret("admin");
+    let user = deployment(&built(&shop), "demo-user");
+    let read: Vec<String> = secrets_read(&user).into_iter().collect();
+    assert_eq!(read, ["admin", "demo-jwt", "demo-user-db"]);
+    let contents = |password: &str| {
+        read.iter()
+            .map(|name| {
+                let data = BTreeMap::from([("password".to_owned(), password.as_bytes().to_vec())]);
+                (name.clone(), Some(data))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(secrets_hash(&contents("a")), secrets_hash(&contents("a")));
+    assert_ne!(secrets_hash(&contents("a")), secrets_hash(&contents("b")));
+    let mut missing = contents("a");
+    missing.insert("admin".into(), None);
+    assert_ne!(secrets_hash(&contents("a")), secrets_hash(&missing));
 }

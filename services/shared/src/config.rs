@@ -140,17 +140,17 @@ pub fn parse_nats_url(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// Prefix of this shop's databases, stream and subjects.
-    #[arg(long, env = "SOUK_SHOP_NAME", default_value = "souk", global = true)]
+    #[arg(long, env = souk_contract::env::SHOP_NAME, default_value = "souk", global = true)]
     pub shop_name: ShopName,
 
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long = "log", env = "SOUK_LOG", default_value = "info", global = true)]
+    #[arg(long = "log", env = souk_contract::env::LOG, default_value = "info", global = true)]
     pub log: String,
 
     /// Log format.
     #[arg(
         long,
-        env = "SOUK_LOG_FORMAT",
+        env = souk_contract::env::LOG_FORMAT,
         value_enum,
         default_value = "pretty",
         global = true
@@ -182,7 +182,7 @@ impl DatabaseArgs {
 /// The shop's NATS server, with JetStream.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    #[arg(long, env = "SOUK_NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = parse_nats_url)]
+    #[arg(long, env = souk_contract::env::NATS_URL, default_value = "nats://127.0.0.1:4222", value_parser = parse_nats_url)]
     pub nats_url: String,
 
     /// Attempts at handling a failing event before it goes to the dead-letter subject.
@@ -218,16 +218,16 @@ impl NatsArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct JwtArgs {
     /// ES256 private key, PKCS#8 PEM (the user service signs with it).
-    #[arg(long, env = "SOUK_JWT_PRIVATE_KEY_FILE")]
+    #[arg(long, env = souk_contract::env::JWT_PRIVATE_KEY_FILE)]
     pub jwt_private_key_file: Option<std::path::PathBuf>,
 
     /// ES256 public key, SPKI PEM (every service verifies with it).
-    #[arg(long, env = "SOUK_JWT_PUBLIC_KEY_FILE")]
+    #[arg(long, env = souk_contract::env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<std::path::PathBuf>,
 
     /// Lifetime of access tokens, in seconds: a role change or a deleted account takes effect
     /// within it (clients renew with their refresh token).
-    #[arg(long, env = "SOUK_TOKEN_TTL_SECONDS", default_value = "900", value_parser = parse_seconds)]
+    #[arg(long, env = souk_contract::env::TOKEN_TTL_SECONDS, default_value = "900", value_parser = parse_seconds)]
     pub token_ttl_seconds: Duration,
 
     /// Lifetime of refresh tokens, in seconds (30 days).

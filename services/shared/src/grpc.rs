@@ -53,6 +53,14 @@ async fn serve_only(
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_status(&reporter, service.name, ServingStatus::Serving).await;
+    // Liveness: serving while the process answers, whatever its database does (the operator's
+    // liveness probe asks for it; readiness asks for "" and follows the database).
+    reporter
+        .set_service_status(
+            souk_contract::LIVENESS_HEALTH_SERVICE,
+            ServingStatus::Serving,
+        )
+        .await;
     let watcher = service.database.map(|pool| {
         tokio::spawn(watch_database(
             pool,

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time
 
 use clap::{Parser, Subcommand, ValueEnum};
 use prometheus_client::registry::Registry;
+use souk_contract::env as settings;
 use souk_shared::{
     Shutdown,
     bus::Bus,
@@ -39,8 +40,10 @@ enum Command {
     /// Run the whole shop in this process: every service and the gateway.
     Up(UpArgs),
     /// Run one service alone.
+    #[command(name = souk_contract::command::SERVE)]
     Serve(ServeArgs),
     /// Run the relayer of one service's outbox (product or order) alone.
+    #[command(name = souk_contract::command::RELAY)]
     Relay(RelayArgs),
     /// Write a development ES256 key pair (private.pem, public.pem) into a directory.
     Keygen {
@@ -53,7 +56,7 @@ enum Command {
 #[derive(Debug, Clone, clap::Args)]
 struct UpArgs {
     /// Where the gateway listens.
-    #[arg(long, env = "SOUK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = settings::HTTP_ADDR, default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
     /// The user service's gRPC address (a free loopback port when not set).
     #[arg(long, env = "SOUK_USER_GRPC_ADDR")]
@@ -144,19 +147,19 @@ impl GatewayArgs {
 #[derive(Debug, Clone, clap::Args)]
 struct ServiceDatabaseArgs {
     /// The user service's own database (instead of `<shop>_user` on SOUK_DATABASE_URL).
-    #[arg(long, env = "SOUK_USER_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = settings::USER_DATABASE_URL, hide_env_values = true)]
     user_database_url: Option<Secret<String>>,
     /// The product service's own database (instead of `<shop>_product` on SOUK_DATABASE_URL).
-    #[arg(long, env = "SOUK_PRODUCT_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = settings::PRODUCT_DATABASE_URL, hide_env_values = true)]
     product_database_url: Option<Secret<String>>,
     /// The cart service's own database (instead of `<shop>_cart` on SOUK_DATABASE_URL).
-    #[arg(long, env = "SOUK_CART_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = settings::CART_DATABASE_URL, hide_env_values = true)]
     cart_database_url: Option<Secret<String>>,
     /// The payment service's own database (instead of `<shop>_payment` on SOUK_DATABASE_URL).
-    #[arg(long, env = "SOUK_PAYMENT_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = settings::PAYMENT_DATABASE_URL, hide_env_values = true)]
     payment_database_url: Option<Secret<String>>,
     /// The order service's own database (instead of `<shop>_order` on SOUK_DATABASE_URL).
-    #[arg(long, env = "SOUK_ORDER_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = settings::ORDER_DATABASE_URL, hide_env_values = true)]
     order_database_url: Option<Secret<String>>,
 }
 
@@ -167,7 +170,7 @@ struct CheckoutArgs {
     #[arg(long, env = "SOUK_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     saga_timeout: Duration,
     /// The payment simulator declines charges above this many cents.
-    #[arg(long, env = "SOUK_PAYMENT_DECLINE_ABOVE_CENTS", default_value = "1000000", value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long, env = settings::PAYMENT_DECLINE_ABOVE_CENTS, default_value = "1000000", value_parser = clap::value_parser!(i64).range(0..))]
     payment_decline_above_cents: i64,
 }
 
@@ -216,11 +219,11 @@ impl ServiceDatabaseArgs {
 #[derive(Debug, Clone, clap::Args)]
 struct AdminArgs {
     /// The admin account made sure of at start (with SOUK_ADMIN_PASSWORD).
-    #[arg(long, env = "SOUK_ADMIN_EMAIL", requires = "admin_password")]
+    #[arg(long, env = settings::ADMIN_EMAIL, requires = "admin_password")]
     admin_email: Option<String>,
     #[arg(
         long,
-        env = "SOUK_ADMIN_PASSWORD",
+        env = settings::ADMIN_PASSWORD,
         hide_env_values = true,
         requires = "admin_email"
     )]
@@ -267,7 +270,7 @@ struct RelayArgs {
     /// The service whose outbox to relay.
     service: Outbox,
     /// Where `/metrics` and `/healthz` are served.
-    #[arg(long, env = "SOUK_METRICS_ADDR", default_value = "127.0.0.1:9091")]
+    #[arg(long, env = settings::METRICS_ADDR, default_value = "127.0.0.1:9091")]
     metrics_addr: SocketAddr,
     #[command(flatten)]
     nats: NatsArgs,
@@ -282,36 +285,36 @@ struct ServeArgs {
     /// The service to run.
     service: Service,
     /// Where a gRPC service listens.
-    #[arg(long, env = "SOUK_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = settings::GRPC_ADDR, default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
     /// Where the gateway listens.
-    #[arg(long, env = "SOUK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = settings::HTTP_ADDR, default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
     /// The user service, for the gateway.
-    #[arg(long, env = "SOUK_USER_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = settings::USER_URL, default_value = "http://127.0.0.1:50051")]
     user_url: String,
     /// The product service, for the gateway and the cart service.
     #[arg(
         long,
-        env = "SOUK_PRODUCT_URL",
+        env = settings::PRODUCT_URL,
         default_value = "http://127.0.0.1:50051"
     )]
     product_url: String,
     /// The cart service, for the gateway and the order service.
-    #[arg(long, env = "SOUK_CART_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = settings::CART_URL, default_value = "http://127.0.0.1:50051")]
     cart_url: String,
     /// The payment service, for the order service.
     #[arg(
         long,
-        env = "SOUK_PAYMENT_URL",
+        env = settings::PAYMENT_URL,
         default_value = "http://127.0.0.1:50051"
     )]
     payment_url: String,
     /// The order service, for the gateway.
-    #[arg(long, env = "SOUK_ORDER_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = settings::ORDER_URL, default_value = "http://127.0.0.1:50051")]
     order_url: String,
     /// Where a gRPC service serves `/metrics` and `/healthz`.
-    #[arg(long, env = "SOUK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = settings::METRICS_ADDR, default_value = "127.0.0.1:9090")]
     metrics_addr: SocketAddr,
     #[command(flatten)]
     checkout: CheckoutArgs,
@@ -814,3 +817,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod contract_tests;

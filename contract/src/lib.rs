@@ -1,0 +1,129 @@
+//! The contract between the operator and the `souk` binary: what the operator writes into a pod
+//! spec (subcommands, environment, ports, files, health services) is what `souk` reads. Both sides
+//! take the names from here, so a renamed setting changes both or neither; the souk crate's test
+//! `contract_tests::every_example_shop_renders_containers_souk_parses` renders every example Shop
+//! with the operator and parses each container's arguments and environment with souk's own
+//! command-line parser.
+//!
+//! No dependencies: the operator uses it without pulling in the services.
+
+/// Subcommands of `souk` that containers run: `souk serve <service>`, `souk relay <service>`.
+pub mod command {
+    /// Runs one service (gRPC, or the gateway's HTTP).
+    pub const SERVE: &str = "serve";
+    /// Runs the relayer of one service's outbox.
+    pub const RELAY: &str = "relay";
+}
+
+/// The environment variables `souk` reads (each has a command-line flag too).
+pub mod env {
+    /// The shop's name (prefixes streams and databases).
+    pub const SHOP_NAME: &str = "SOUK_SHOP_NAME";
+    /// The log filter.
+    pub const LOG: &str = "SOUK_LOG";
+    /// `json` or `pretty`.
+    pub const LOG_FORMAT: &str = "SOUK_LOG_FORMAT";
+    /// Where `/metrics` (and `/healthz`) are served.
+    pub const METRICS_ADDR: &str = "SOUK_METRICS_ADDR";
+    /// The NATS server.
+    pub const NATS_URL: &str = "SOUK_NATS_URL";
+    /// Where the gateway listens.
+    pub const HTTP_ADDR: &str = "SOUK_HTTP_ADDR";
+    /// Where a gRPC service listens.
+    pub const GRPC_ADDR: &str = "SOUK_GRPC_ADDR";
+    /// The JWT public key (PEM), for every service that checks tokens.
+    pub const JWT_PUBLIC_KEY_FILE: &str = "SOUK_JWT_PUBLIC_KEY_FILE";
+    /// The JWT private key (PEM), for the services that sign.
+    pub const JWT_PRIVATE_KEY_FILE: &str = "SOUK_JWT_PRIVATE_KEY_FILE";
+    /// Lifetime of access tokens.
+    pub const TOKEN_TTL_SECONDS: &str = "SOUK_TOKEN_TTL_SECONDS";
+    /// The administrator the user service makes sure of.
+    pub const ADMIN_EMAIL: &str = "SOUK_ADMIN_EMAIL";
+    /// Its password.
+    pub const ADMIN_PASSWORD: &str = "SOUK_ADMIN_PASSWORD";
+    /// The payment simulator declines charges above this many cents.
+    pub const PAYMENT_DECLINE_ABOVE_CENTS: &str = "SOUK_PAYMENT_DECLINE_ABOVE_CENTS";
+
+    /// One service's own database.
+    pub const USER_DATABASE_URL: &str = "SOUK_USER_DATABASE_URL";
+    pub const PRODUCT_DATABASE_URL: &str = "SOUK_PRODUCT_DATABASE_URL";
+    pub const CART_DATABASE_URL: &str = "SOUK_CART_DATABASE_URL";
+    pub const ORDER_DATABASE_URL: &str = "SOUK_ORDER_DATABASE_URL";
+    pub const PAYMENT_DATABASE_URL: &str = "SOUK_PAYMENT_DATABASE_URL";
+
+    /// Where another service answers gRPC.
+    pub const USER_URL: &str = "SOUK_USER_URL";
+    pub const PRODUCT_URL: &str = "SOUK_PRODUCT_URL";
+    pub const CART_URL: &str = "SOUK_CART_URL";
+    pub const ORDER_URL: &str = "SOUK_ORDER_URL";
+    pub const PAYMENT_URL: &str = "SOUK_PAYMENT_URL";
+
+    /// `SOUK_<SERVICE>_DATABASE_URL` of a service with a database (`user`, ...), if it is one.
+    pub fn database_url(service: &str) -> Option<&'static str> {
+        Some(match service {
+            "user" => USER_DATABASE_URL,
+            "product" => PRODUCT_DATABASE_URL,
+            "cart" => CART_DATABASE_URL,
+            "order" => ORDER_DATABASE_URL,
+            "payment" => PAYMENT_DATABASE_URL,
+            _ => return None,
+        })
+    }
+
+    /// `SOUK_<SERVICE>_URL` of a gRPC service (`user`, ...), if it is one.
+    pub fn service_url(service: &str) -> Option<&'static str> {
+        Some(match service {
+            "user" => USER_URL,
+            "product" => PRODUCT_URL,
+            "cart" => CART_URL,
+            "order" => ORDER_URL,
+            "payment" => PAYMENT_URL,
+            _ => return None,
+        })
+    }
+}
+
+/// Ports of the containers.
+pub mod port {
+    /// gRPC of every service but the gateway.
+    pub const GRPC: u16 = 50051;
+    /// HTTP of the gateway.
+    pub const HTTP: u16 = 8080;
+    /// `/metrics` of a service.
+    pub const METRICS: u16 = 9090;
+    /// `/metrics` of a relayer sidecar.
+    pub const RELAYER_METRICS: u16 = 9091;
+}
+
+/// Files of the JWT key pair, as keys of the operator's Secret and names in the mounted folder.
+pub mod file {
+    /// The PEM public key.
+    pub const JWT_PUBLIC_KEY: &str = "public.pem";
+    /// The PEM private key (PKCS#8).
+    pub const JWT_PRIVATE_KEY: &str = "private.pem";
+}
+
+/// gRPC health service that reports the process alive whatever its database does: the liveness
+/// probe asks for it, the readiness probe for `""` (which follows the database).
+pub const LIVENESS_HEALTH_SERVICE: &str = "liveness";
+
+#[cfg(test)]
+mod tests {
+    use super::env;
+
+    #[test]
+    fn per_service_names_follow_the_pattern() {
+        for service in ["user", "product", "cart", "order", "payment"] {
+            let upper = service.to_uppercase();
+            assert_eq!(
+                env::database_url(service),
+                Some(format!("SOUK_{upper}_DATABASE_URL").as_str())
+            );
+            assert_eq!(
+                env::service_url(service),
+                Some(format!("SOUK_{upper}_URL").as_str())
+            );
+        }
+        assert_eq!(env::database_url("gateway"), None);
+    }
+}
