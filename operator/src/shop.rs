@@ -660,14 +660,20 @@ mod tests {
         let go_mod = include_str!("../../tools/nats/go.mod");
         let pinned = go_mod
             .lines()
-            .find_map(|line| line.trim().strip_prefix("github.com/nats-io/nats-server/v2 v"))
+            .find_map(|line| {
+                line.trim()
+                    .strip_prefix("github.com/nats-io/nats-server/v2 v")
+            })
             .and_then(|rest| rest.split_whitespace().next())
             .expect("tools/nats/go.mod requires github.com/nats-io/nats-server/v2");
         assert_eq!(
             pinned, NATS_VERSION,
             "tools/nats/go.mod (scripts/setup) and the operator's default NATS image disagree"
         );
-        assert_eq!(ManagedNats::default().image, format!("nats:{pinned}-alpine"));
+        assert_eq!(
+            ManagedNats::default().image,
+            format!("nats:{pinned}-alpine")
+        );
     }
 
     #[test]

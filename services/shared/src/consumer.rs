@@ -71,6 +71,10 @@ pub type HandleResult<'a> = Pin<Box<dyn Future<Output = Result<(), HandleError>>
 /// records the event in the inbox; it commits only if `handle` returns `Ok`.
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, event: &'a Envelope) -> HandleResult<'a>;
+
+    /// Called once `handle`'s transaction has committed: where a handler that committed an
+    /// intent (a saga step) wakes whatever carries it out. Does nothing by default.
+    fn committed(&self, _event: &Envelope) {}
 }
 
 /// One durable consumer of the shop's stream.
@@ -353,6 +357,7 @@ async fn handle_once(
     }
     handler.handle(&mut tx, envelope).await?;
     tx.commit().await?;
+    handler.committed(envelope);
     Ok(Outcome::Handled)
 }
 
