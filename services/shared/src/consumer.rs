@@ -211,7 +211,9 @@ async fn consume(
     let consumer = durable_consumer(bus, &stream, config).await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(64)
+        // No more than it handles at once: a message waiting in this buffer has its `ACK_WAIT`
+        // running too.
+        .max_messages_per_batch(IN_FLIGHT)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -239,6 +241,11 @@ async fn consume(
     outcome
 }
 
+/// How long the server waits for a message's acknowledgement before it delivers it again: how
+/// soon the messages a killed consumer held come back. Handlers in progress say so every third
+/// of it.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Messages a consumer handles at once.
 const IN_FLIGHT: usize = 16;
 
@@ -255,7 +262,7 @@ async fn durable_consumer(
         durable_name: Some(config.name.to_owned()),
         filter_subject: events::subject(bus.shop(), config.filter),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        ack_wait: ACK_WAIT,
         // Redelivery is ours to limit (see `HandleError`), not the server's.
         max_deliver: -1,
         ..Default::default()
@@ -301,9 +308,19 @@ async fn handle_message(
     );
     let outcome = {
         use tracing::Instrument as _;
-        crate::trace::scope(trace, handle_once(pool, handler, &envelope))
-            .instrument(span.clone())
-            .await
+        let handling = crate::trace::scope(trace, handle_once(pool, handler, &envelope))
+            .instrument(span.clone());
+        tokio::pin!(handling);
+        // A handler that runs long (a database or a service slow to answer) tells the server it
+        // is still at it, so that the short `ACK_WAIT` redelivers only what a dead consumer held.
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + ACK_WAIT / 3, ACK_WAIT / 3);
+        loop {
+            tokio::select! {
+                outcome = &mut handling => break outcome,
+                _ = progress.tick() => ack(&message, AckKind::Progress).await,
+            }
+        }
     };
     let _entered = span.enter();
     match outcome {
