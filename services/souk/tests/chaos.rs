@@ -772,7 +772,7 @@ async fn check_invariants(
         let sold: i64 = sqlx::query_scalar::<_, Option<i64>>("select sum(i.quantity)::bigint from order_items i join orders o on o.id = i.order_id where o.status = 'CONFIRMED' and i.product_id = $1")
             .bind(id).fetch_one(&mut order_db).await.expect("sold").unwrap_or(0);
         verdict.check(
-            &format!("stock of {}", &product[..8]),
+            &format!("stock of {}", &product[product.len() - 8..]),
             stock + sold == INITIAL_STOCK && stock >= 0,
             format!("initial {INITIAL_STOCK} = current {stock} + confirmed {sold}"),
         );
