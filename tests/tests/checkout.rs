@@ -513,6 +513,12 @@ async fn concurrent_requests_with_one_key_all_answer_the_one_order() {
         }
         assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
         settled(&shop, &customer, &json!({"id": ids[0]})).await;
+        // The cart is emptied by the cart service's own consumer of order.confirmed: wait for
+        // it, or it may empty the next round's line too.
+        shop.wait_for("/api/carts", Some(&customer.token), SETTLE, |r| {
+            r.body["items"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
     }
     wait_for_stock(&shop, &lamp, 94).await;
 }
