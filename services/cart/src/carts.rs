@@ -65,25 +65,29 @@ impl Carts {
         let user_id = caller.user_id;
         let target = change.product_id();
 
-        // The product service first: if it is down, nothing below runs.
+        // The product service first: if it is down, nothing below runs. It is never called
+        // inside the transaction (no remote call under the cart's row lock).
         let mut asked = ids(&self.store.lines(user_id).await?);
         if !asked.contains(&target) {
             asked.push(target);
         }
-        let mut products = self.catalog.products(caller, &asked).await?;
-
-        let mut tx = self.store.begin().await?;
-        store::lock(&mut tx, user_id).await?;
-        let mut lines = store::locked_lines(&mut tx, user_id).await?;
-        // Lines added by another change since the batch call above (rare) are asked for now,
-        // still before anything is written here.
-        let unasked: Vec<Uuid> = ids(&lines)
-            .into_iter()
-            .filter(|id| !asked.contains(id))
-            .collect();
-        if !unasked.is_empty() {
-            products.extend(self.catalog.products(caller, &unasked).await?);
-        }
+        let (mut tx, mut lines, products) = loop {
+            let products = self.catalog.products(caller, &asked).await?;
+            let mut tx = self.store.begin().await?;
+            store::lock(&mut tx, user_id).await?;
+            let lines = store::locked_lines(&mut tx, user_id).await?;
+            // Lines added by another change since the batch call above (rare): let go of the
+            // lock, ask for them too, and start again.
+            let unasked: Vec<Uuid> = ids(&lines)
+                .into_iter()
+                .filter(|id| !asked.contains(id))
+                .collect();
+            if unasked.is_empty() {
+                break (tx, lines, products);
+            }
+            tx.rollback().await?;
+            asked.extend(unasked);
+        };
         // Lines of deleted products are invisible; this change prunes them.
         let gone: Vec<Uuid> = ids(&lines)
             .into_iter()

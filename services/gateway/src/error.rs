@@ -230,6 +230,14 @@ impl From<tonic::Status> for ApiError {
                 tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
                 Self::Unavailable("a service is temporarily unavailable, try again".into())
             }
+            // The service died or the connection broke mid-call: as retryable as an outage.
+            _ if souk_shared::error::is_transport_failure(&status) => {
+                tracing::warn!(
+                    message = status.message(),
+                    "upstream call broken in transport"
+                );
+                Self::Unavailable("a service is temporarily unavailable, try again".into())
+            }
             _ => {
                 tracing::error!(code = ?status.code(), message = status.message(), "upstream error");
                 Self::Internal
@@ -264,6 +272,8 @@ mod tests {
             (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
             (Code::Unknown, StatusCode::INTERNAL_SERVER_ERROR),
         ];
+        let broken = ApiError::from(tonic::Status::unknown("transport error")).into_response();
+        assert_eq!(broken.status(), StatusCode::SERVICE_UNAVAILABLE);
         for (code, expected) in cases {
             let response = ApiError::from(tonic::Status::new(code, "x")).into_response();
             assert_eq!(response.status(), expected, "{code:?}");

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     saga::Saga,
-    store::{self, FailureReason, Item, NewOrder, Store},
+    store::{self, Item, NewOrder, Store},
 };
 
 pub const SERVICE_NAME: &str = "souk.v1.OrderService";
@@ -157,7 +157,18 @@ impl OrderService for Handler {
         {
             return Ok(Response::new(to_proto(order)));
         }
-        let items = self.price_cart(&caller).await?;
+        let items = match self.price_cart(&caller).await {
+            Ok(items) => items,
+            // The first request with this key may have been placed (and have emptied the cart)
+            // since we looked: it is the answer then, not the empty cart.
+            Err(err) => match &key {
+                Some(key) => match self.0.store.find_by_key(caller.user_id, key).await? {
+                    Some(order) => return Ok(Response::new(to_proto(order))),
+                    None => return Err(err.into()),
+                },
+                None => return Err(err.into()),
+            },
+        };
         let total_cents = items
             .iter()
             .try_fold(0i64, |total, item| {
@@ -245,25 +256,13 @@ impl OrderService for Handler {
     ) -> Result<Response<Order>, Status> {
         let caller = self.caller(&request)?;
         let id = order_id(&request.get_ref().id)?;
-        let mut tx = self.0.store.pool().begin().await.map_err(Error::from)?;
-        let order = Store::lock(&mut tx, id)
-            .await?
-            .filter(|order| order.user_id == caller.user_id)
-            .ok_or_else(|| Error::NotFound("order not found".into()))?;
-        if order.status == store::Status::Cancelled {
-            return Err(Error::FailedPrecondition("the order is already cancelled".into()).into());
-        }
-        self.0
-            .saga
-            .compensate(&mut tx, &order, FailureReason::CancelledByUser)
-            .await?;
-        tx.commit().await.map_err(Error::from)?;
-        self.0.saga.record(Some(FailureReason::CancelledByUser));
+        self.0.saga.cancel_by_user(id, caller.user_id).await?;
         let order = self
             .0
             .store
             .find(id)
             .await?
+            .filter(|order| order.user_id == caller.user_id)
             .ok_or_else(|| Error::NotFound("order not found".into()))?;
         Ok(Response::new(to_proto(order)))
     }

@@ -1,7 +1,8 @@
 //! The order service: orders, and the checkout saga it orchestrates (`saga.rs`).
 //!
 //! `serve` runs three things until shutdown: the gRPC API, the consumer of the product
-//! service's stock events, and the sweep that times out stalled sagas. Its events leave through
+//! service's stock events, and the worker that carries out the saga's steps (charges, refunds)
+//! and times out stalled sagas. Its events leave through
 //! its outbox, drained by a relayer (`souk relay order`, or inside `souk up`).
 
 mod grpc;
@@ -65,12 +66,14 @@ impl OrderService {
         let pool = db::connect(&settings.database, &MIGRATOR).await?;
         let saga = Arc::new(saga::Saga {
             shop: settings.bus.shop().clone(),
+            pool: pool.clone(),
             payment: PaymentServiceClient::new(channel(
                 "SOUK_PAYMENT_URL",
                 &settings.peers.payment,
             )?),
             signer: settings.signer,
             metrics: settings.saga_metrics,
+            wake: tokio::sync::Notify::new(),
         });
         Ok(Self {
             state: Arc::new(grpc::State {
@@ -106,16 +109,12 @@ impl OrderService {
             self.state.saga.clone(),
             &shutdown,
         );
-        let sweeper = tokio::spawn(saga::time_out_sagas(
-            self.state.saga.clone(),
-            pool.clone(),
-            shutdown.clone(),
-        ));
+        let steps = tokio::spawn(saga::run_steps(self.state.saga.clone(), shutdown.clone()));
         let service = GrpcService {
             name: grpc::SERVICE_NAME,
             database: Some(pool),
             routes: tonic::service::Routes::new(grpc::server(self.state)),
         };
-        souk_shared::grpc::serve_with(service, listener, shutdown, vec![consumer, sweeper]).await
+        souk_shared::grpc::serve_with(service, listener, shutdown, vec![consumer, steps]).await
     }
 }

@@ -1,16 +1,26 @@
 //! The checkout saga, orchestrated here from the order's rows and the events of the other
-//! services. Each step locks the order row, so a step and a timeout, or two replicas, never act
-//! on one order at once; each is idempotent, so a redelivered event changes nothing.
+//! services, as a durable state machine (`orders.saga_step`, `store::Step`).
 //!
-//! 1. `CreateOrder` stores the order `PENDING` with `order.created` (grpc.rs).
+//! 1. `CreateOrder` stores the order `PENDING`/`reserving_stock` with `order.created` (grpc.rs).
 //! 2. The product service answers `stock.reserved` or `stock.rejected`.
-//! 3. `stock.reserved`: charge the payment service (idempotent by order id); captured →
-//!    `CONFIRMED` + `order.confirmed`; declined → `CANCELLED`/`payment_declined` +
-//!    `order.cancelled` (the product service releases the stock).
+//! 3. `stock.reserved`: the step becomes `charging` (committed with the event's inbox entry).
+//!    Then, outside any transaction, the payment service is charged (idempotent by order id),
+//!    and a second transaction records the outcome: captured → `CONFIRMED` + `order.confirmed`;
+//!    declined → `CANCELLED`/`payment_declined` + `order.cancelled` (the product service
+//!    releases the stock).
 //! 4. `stock.rejected`: `CANCELLED`/`out_of_stock` + `order.cancelled` (nothing is held).
-//! 5. A `PENDING` order past its deadline, or one the user cancels, is refunded (which voids an
-//!    order not charged yet, so a charge still in flight cannot take money), `CANCELLED` and
-//!    announced with `order.cancelled`.
+//! 5. A `PENDING` order past its deadline, or one the user cancels, goes to `refunding` (with
+//!    the reason it will end with), committed; then the payment service refunds it (which voids
+//!    an order not charged yet, so a charge still in flight cannot take money); then a second
+//!    transaction makes it `CANCELLED` with `order.cancelled`.
+//!
+//! The invariant: no call to another service is made inside an open transaction or under a row
+//! lock, and every call is preceded by its committed intent. A crash at any instant leaves the
+//! order in `charging` or `refunding`, and `run_steps` (in every replica) takes such orders on
+//! again: the calls are idempotent, and an outcome is recorded only if the order is still in the
+//! step that made the call, so a late or repeated call changes nothing. Fault points
+//! (`souk_shared::fault`) sit where a crash would hurt most: `charge.after_call`,
+//! `cancel.after_intent`, `cancel.after_refund` (reached by timeouts' refunds too).
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,14 +38,16 @@ use souk_shared::{
     config::ShopName,
     consumer::{HandleError, HandleResult, Handler},
     events::{Envelope, Event, uuid_field},
+    fault,
     jwt::{Role, Signer},
     outbox,
     trace::TracedChannel,
 };
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::store::{FailureReason, Locked, Status, Store};
+use crate::store::{FailureReason, Locked, Status, Step, Store};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -66,13 +78,26 @@ impl SagaMetrics {
     }
 }
 
+/// How long a claimed step is left to its claimant before the worker takes it on again.
+pub const LEASE: Duration = Duration::from_secs(3);
+
+/// How often the worker looks for due steps and expired orders (it is also woken at once when
+/// a step is committed here).
+const POLL: Duration = Duration::from_millis(250);
+
+/// Steps carried out at once by one worker.
+const BATCH: i64 = 16;
+
 /// What the saga steps share.
 #[derive(Debug)]
 pub struct Saga {
     pub shop: ShopName,
+    pub pool: PgPool,
     pub payment: PaymentServiceClient<TracedChannel>,
     pub signer: Signer,
     pub metrics: SagaMetrics,
+    /// Wakes `run_steps` when a step was committed.
+    pub wake: Notify,
 }
 
 impl Saga {
@@ -148,22 +173,101 @@ impl Saga {
         Ok(())
     }
 
-    /// Refunds and cancels a locked order (timeout or the user's wish), in the caller's
-    /// transaction. The refund comes first: if it cannot be made, nothing changes.
-    pub async fn compensate(
-        &self,
-        tx: &mut PgConnection,
-        order: &Locked,
-        reason: FailureReason,
-    ) -> Result<(), Error> {
-        self.refund(order.id).await?;
-        self.cancel(tx, order, reason).await?;
+    fn record(&self, reason: Option<FailureReason>) {
+        self.metrics
+            .record(reason.map_or("confirmed", FailureReason::as_str));
+    }
+
+    /// Carries out the step `order` was in when read: the call (no transaction open), then its
+    /// outcome in a transaction of its own, recorded only if the order is still in that step.
+    pub async fn carry_out(&self, order: &Locked) -> Result<(), Error> {
+        match order.step {
+            Step::Charging => {
+                let status = self.charge(order).await?;
+                fault::hit("charge.after_call")?;
+                let mut tx = self.pool.begin().await?;
+                let Some(now) = Store::lock(&mut tx, order.id).await? else {
+                    return Ok(());
+                };
+                if now.step != Step::Charging {
+                    // Cancelled meanwhile: its refund settles the money.
+                    return Ok(tx.commit().await?);
+                }
+                // Anything but a capture (declined; voided or refunded cannot happen here, as
+                // only `refunding` refunds) holds no money.
+                let outcome = if status == PaymentStatus::Captured {
+                    self.confirm(&mut tx, &now).await?;
+                    None
+                } else {
+                    self.cancel(&mut tx, &now, FailureReason::PaymentDeclined)
+                        .await?;
+                    Some(FailureReason::PaymentDeclined)
+                };
+                tx.commit().await?;
+                self.record(outcome);
+            }
+            Step::Refunding => {
+                self.refund(order.id).await?;
+                fault::hit("cancel.after_refund")?;
+                let mut tx = self.pool.begin().await?;
+                let Some(now) = Store::lock(&mut tx, order.id).await? else {
+                    return Ok(());
+                };
+                if now.step != Step::Refunding {
+                    return Ok(tx.commit().await?);
+                }
+                let reason = now.cancel_reason.ok_or_else(|| {
+                    Error::Internal(anyhow::anyhow!(
+                        "order {} refunding without a reason",
+                        now.id
+                    ))
+                })?;
+                self.cancel(&mut tx, &now, reason).await?;
+                tx.commit().await?;
+                self.record(Some(reason));
+            }
+            Step::ReservingStock | Step::Completed | Step::Compensated => {}
+        }
         Ok(())
     }
 
-    pub fn record(&self, reason: Option<FailureReason>) {
-        self.metrics
-            .record(reason.map_or("confirmed", FailureReason::as_str));
+    /// The user's cancel of their order `id`: commits the intent to refund, then carries it out.
+    /// A cancel of an order the user already cancelled changes nothing (a retry); an order
+    /// being cancelled already (a retry, or a timeout) is carried on.
+    pub async fn cancel_by_user(&self, id: Uuid, user: Uuid) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let order = Store::lock(&mut tx, id)
+            .await?
+            .filter(|order| order.user_id == user)
+            .ok_or_else(|| Error::NotFound("order not found".into()))?;
+        let order = match (order.status, order.step) {
+            (Status::Cancelled, _)
+                if order.failure_reason == Some(FailureReason::CancelledByUser) =>
+            {
+                return Ok(tx.commit().await?);
+            }
+            (Status::Cancelled, _) => {
+                return Err(Error::FailedPrecondition(
+                    "the order is already cancelled".into(),
+                ));
+            }
+            (_, Step::Refunding) => {
+                tx.commit().await?;
+                order
+            }
+            _ => {
+                let reason = FailureReason::CancelledByUser;
+                Store::begin_refund(&mut tx, id, reason, LEASE).await?;
+                tx.commit().await?;
+                Locked {
+                    step: Step::Refunding,
+                    cancel_reason: Some(reason),
+                    ..order
+                }
+            }
+        };
+        fault::hit("cancel.after_intent")?;
+        self.carry_out(&order).await
     }
 
     async fn on_stock_reserved(
@@ -175,21 +279,11 @@ impl Saga {
         let Some(order) = Store::lock(tx, id).await? else {
             return Err(HandleError::Rejected(format!("unknown order {id}")));
         };
-        if order.status != Status::Pending {
-            // Already ended (timed out, cancelled): its order.cancelled releases the stock.
-            return Ok(());
+        if order.status == Status::Pending && order.step == Step::ReservingStock {
+            // Committed with the event; `committed` wakes the worker that charges.
+            Store::begin_charge(tx, id).await?;
         }
-        match self.charge(&order).await? {
-            PaymentStatus::Captured => {
-                self.confirm(tx, &order).await?;
-                self.record(None);
-            }
-            _ => {
-                self.cancel(tx, &order, FailureReason::PaymentDeclined)
-                    .await?;
-                self.record(Some(FailureReason::PaymentDeclined));
-            }
-        }
+        // Otherwise already ended or being cancelled: its order.cancelled releases the stock.
         Ok(())
     }
 
@@ -202,11 +296,40 @@ impl Saga {
         let Some(order) = Store::lock(tx, id).await? else {
             return Err(HandleError::Rejected(format!("unknown order {id}")));
         };
-        if order.status == Status::Pending {
+        if order.status == Status::Pending && order.step == Step::ReservingStock {
             self.cancel(tx, &order, FailureReason::OutOfStock).await?;
             self.record(Some(FailureReason::OutOfStock));
         }
         Ok(())
+    }
+
+    /// Times out expired orders, then carries out every due step, until none is left.
+    async fn sweep(&self) -> Result<(), Error> {
+        let expired = Store::time_out_expired(&self.pool).await?;
+        if !expired.is_empty() {
+            tracing::info!(
+                orders = expired.len(),
+                "sagas past their deadline, refunding"
+            );
+        }
+        loop {
+            let due = Store::claim_due(&self.pool, BATCH, LEASE).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            futures::future::join_all(due.iter().map(|order| self.carry_out_or_postpone(order)))
+                .await;
+        }
+    }
+
+    async fn carry_out_or_postpone(&self, order: &Locked) {
+        if let Err(err) = self.carry_out(order).await {
+            tracing::warn!(order_id = %order.id, step = order.step.as_str(), error = %err, "saga step failed, will retry");
+            if let Err(err) = Store::postpone(&self.pool, order.id, order.step).await {
+                // The lease runs out instead.
+                tracing::warn!(order_id = %order.id, error = %err, "saga step not postponed");
+            }
+        }
     }
 }
 
@@ -214,6 +337,12 @@ impl Saga {
 pub const EVENTS: &[&str] = &[StockReserved::TYPE, StockRejected::TYPE];
 
 impl Handler for Saga {
+    fn committed(&self, event: &Envelope) {
+        if event.event_type == StockReserved::TYPE {
+            self.wake.notify_one();
+        }
+    }
+
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, event: &'a Envelope) -> HandleResult<'a> {
         Box::pin(async move {
             match event.event_type.as_str() {
@@ -227,31 +356,17 @@ impl Handler for Saga {
     }
 }
 
-/// Cancels sagas that made no progress before their deadline, until `shutdown`.
-pub async fn time_out_sagas(saga: Arc<Saga>, pool: PgPool, shutdown: Shutdown) {
+/// Carries out the saga steps left to do (a crash, a failed call, a step committed by an event)
+/// and times out expired sagas, until `shutdown`.
+pub async fn run_steps(saga: Arc<Saga>, shutdown: Shutdown) {
     loop {
+        if let Err(err) = saga.sweep().await {
+            tracing::warn!(error = %err, "saga sweep failed, retrying");
+        }
         tokio::select! {
             () = shutdown.wait() => return,
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = saga.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
         }
-        if let Err(err) = time_out_expired(&saga, &pool).await {
-            tracing::warn!(error = %err, "saga timeout sweep failed, retrying");
-        }
-    }
-}
-
-async fn time_out_expired(saga: &Saga, pool: &PgPool) -> Result<(), Error> {
-    loop {
-        let mut tx = pool.begin().await?;
-        let Some(id) = Store::lock_expired(&mut tx, 1).await?.pop() else {
-            return Ok(());
-        };
-        let Some(order) = Store::lock(&mut tx, id).await? else {
-            return Ok(());
-        };
-        saga.compensate(&mut tx, &order, FailureReason::Timeout)
-            .await?;
-        tx.commit().await?;
-        saga.record(Some(FailureReason::Timeout));
     }
 }

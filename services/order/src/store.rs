@@ -1,6 +1,7 @@
-//! The order tables. Reads for the API; row-locking reads and transitions for the saga.
+//! The order tables. Reads for the API; row-locking reads and transitions for the saga, and the
+//! queue of saga steps to carry out (orders in `charging` or `refunding`).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use souk_shared::Error;
@@ -25,6 +26,46 @@ impl Status {
     }
 }
 
+/// Where an order's saga is (`orders.saga_step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Waiting for the product service's `stock.reserved` or `stock.rejected`.
+    ReservingStock,
+    /// Stock reserved; the payment is to be charged. Carried out by `Saga::carry_out`.
+    Charging,
+    /// The order is to be refunded (or voided), then cancelled. Carried out by `Saga::carry_out`.
+    Refunding,
+    /// Ended `CONFIRMED`.
+    Completed,
+    /// Ended `CANCELLED`.
+    Compensated,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReservingStock => "reserving_stock",
+            Self::Charging => "charging",
+            Self::Refunding => "refunding",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+        }
+    }
+
+    fn parse(stored: &str) -> Result<Self, Error> {
+        [
+            Self::ReservingStock,
+            Self::Charging,
+            Self::Refunding,
+            Self::Completed,
+            Self::Compensated,
+        ]
+        .into_iter()
+        .find(|step| step.as_str() == stored)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("orders.saga_step {stored:?}")))
+    }
+}
+
 /// Why a saga ended in `CANCELLED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
@@ -42,6 +83,18 @@ impl FailureReason {
             Self::Timeout => "timeout",
             Self::CancelledByUser => "cancelled_by_user",
         }
+    }
+
+    fn parse(stored: &str) -> Result<Self, Error> {
+        [
+            Self::OutOfStock,
+            Self::PaymentDeclined,
+            Self::Timeout,
+            Self::CancelledByUser,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == stored)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("order cancel reason {stored:?}")))
     }
 }
 
@@ -65,13 +118,49 @@ pub struct Order {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What a saga step needs of a locked order.
+/// What a saga step needs of an order (locked, or claimed by `claim_due`).
 #[derive(Debug, Clone)]
 pub struct Locked {
     pub id: Uuid,
     pub user_id: Uuid,
     pub status: Status,
+    pub step: Step,
+    /// Set while `Refunding`: the `failure_reason` the order will end with.
+    pub cancel_reason: Option<FailureReason>,
+    pub failure_reason: Option<FailureReason>,
     pub total_cents: i64,
+}
+
+struct LockedRow {
+    id: Uuid,
+    user_id: Uuid,
+    status: String,
+    saga_step: String,
+    cancel_reason: Option<String>,
+    failure_reason: Option<String>,
+    total_cents: i64,
+}
+
+impl LockedRow {
+    fn parse(self) -> Result<Locked, Error> {
+        Ok(Locked {
+            id: self.id,
+            user_id: self.user_id,
+            status: Status::parse(&self.status)?,
+            step: Step::parse(&self.saga_step)?,
+            cancel_reason: self
+                .cancel_reason
+                .as_deref()
+                .map(FailureReason::parse)
+                .transpose()?,
+            failure_reason: self
+                .failure_reason
+                .as_deref()
+                .map(FailureReason::parse)
+                .transpose()?,
+            total_cents: self.total_cents,
+        })
+    }
 }
 
 struct OrderRow {
@@ -240,23 +329,107 @@ impl Store {
             .collect()
     }
 
-    /// Locks an order for a saga step (waits for a step already under way).
+    /// Locks an order for a saga step (waits for a step already under way). Only the
+    /// database's own work happens under this lock: no call to another service.
     pub async fn lock(tx: &mut PgConnection, id: Uuid) -> Result<Option<Locked>, Error> {
-        let row = sqlx::query!(
-            "select id, user_id, status, total_cents from orders where id = $1 for update",
+        sqlx::query_as!(
+            LockedRow,
+            r#"select id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents
+               from orders where id = $1 for update"#,
             id
         )
         .fetch_optional(tx)
-        .await?;
-        row.map(|row| {
-            Ok(Locked {
-                id: row.id,
-                user_id: row.user_id,
-                status: Status::parse(&row.status)?,
-                total_cents: row.total_cents,
-            })
-        })
+        .await?
+        .map(LockedRow::parse)
         .transpose()
+    }
+
+    /// Commits the intent to charge: stock is reserved, the payment is to be taken.
+    pub async fn begin_charge(tx: &mut PgConnection, id: Uuid) -> Result<(), Error> {
+        sqlx::query!(
+            r#"update orders set saga_step = 'charging', step_due_at = now(), step_attempts = 0, updated_at = now()
+               where id = $1"#,
+            id
+        )
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Commits the intent to refund and then cancel for `reason`. The step is due after
+    /// `lease`: whoever commits it means to carry it out at once, and the worker takes it on
+    /// only if they do not.
+    pub async fn begin_refund(
+        tx: &mut PgConnection,
+        id: Uuid,
+        reason: FailureReason,
+        lease: Duration,
+    ) -> Result<(), Error> {
+        sqlx::query!(
+            r#"update orders set saga_step = 'refunding', cancel_reason = $2,
+                   step_due_at = now() + make_interval(secs => $3), step_attempts = 0, updated_at = now()
+               where id = $1"#,
+            id,
+            reason.as_str(),
+            lease.as_secs_f64(),
+        )
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Sends every `PENDING` order past its deadline that has not been charged yet towards
+    /// refunding (which voids a charge still in flight); returns their ids.
+    pub async fn time_out_expired(pool: &PgPool) -> Result<Vec<Uuid>, Error> {
+        Ok(sqlx::query_scalar!(
+            r#"update orders set saga_step = 'refunding', cancel_reason = 'timeout',
+                   step_due_at = now(), step_attempts = 0, updated_at = now()
+               where status = 'PENDING' and saga_step in ('reserving_stock', 'charging') and deadline < now()
+               returning id"#,
+        )
+        .fetch_all(pool)
+        .await?)
+    }
+
+    /// Claims up to `limit` orders whose step is due, for `lease`: until then no other worker
+    /// takes them (after it, one does: the claimant may have died).
+    pub async fn claim_due(
+        pool: &PgPool,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<Locked>, Error> {
+        sqlx::query_as!(
+            LockedRow,
+            r#"update orders set step_due_at = now() + make_interval(secs => $2)
+               where id in (
+                   select id from orders
+                   where saga_step in ('charging', 'refunding') and step_due_at <= now()
+                   order by step_due_at limit $1 for update skip locked)
+               returning id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents"#,
+            limit,
+            lease.as_secs_f64(),
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(LockedRow::parse)
+        .collect()
+    }
+
+    /// A step's call failed: try again later (0.1 s, doubling up to 5 s), unless the order
+    /// moved on meanwhile.
+    pub async fn postpone(pool: &PgPool, id: Uuid, step: Step) -> Result<(), Error> {
+        sqlx::query!(
+            r#"update orders
+               set step_due_at = now() + least(0.1 * power(2, least(step_attempts, 10)), 5) * interval '1 second',
+                   step_attempts = step_attempts + 1
+               where id = $1 and saga_step = $2"#,
+            id,
+            step.as_str(),
+        )
+        .execute(pool)
+        .await?;
+        Ok(())
     }
 
     /// Confirms the order and returns its lines (product, quantity), for `order.confirmed`.
@@ -285,7 +458,8 @@ impl Store {
         reason: FailureReason,
     ) -> Result<(), Error> {
         sqlx::query!(
-            r#"update orders set status = 'CANCELLED', failure_reason = $2, saga_step = 'compensated', updated_at = now()
+            r#"update orders set status = 'CANCELLED', failure_reason = $2, cancel_reason = null,
+                   saga_step = 'compensated', updated_at = now()
                where id = $1"#,
             id,
             reason.as_str()
@@ -293,16 +467,5 @@ impl Store {
         .execute(tx)
         .await?;
         Ok(())
-    }
-
-    /// Pending orders past their deadline, locked; those another step holds are skipped.
-    pub async fn lock_expired(tx: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, Error> {
-        Ok(sqlx::query_scalar!(
-            r#"select id from orders where status = 'PENDING' and deadline < now()
-               order by deadline limit $1 for update skip locked"#,
-            limit
-        )
-        .fetch_all(tx)
-        .await?)
     }
 }

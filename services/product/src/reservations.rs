@@ -50,10 +50,30 @@ fn lines(event: &OrderCreated) -> Result<BTreeMap<Uuid, i64>, MalformedEvent> {
     Ok(lines)
 }
 
+/// The advisory-lock class of "one order's reservation" (the two-key lock space, apart from the
+/// relayer's one-key lock).
+const RESERVATION_LOCK_CLASS: i32 = 0x5e5e;
+
+/// Serialises the handlers of one order's events until the transaction ends. The row lock of
+/// `select ... for update` cannot: before the first event of an order commits there is no row,
+/// and `order.created` and `order.cancelled` racing would both insert it (the loser failing
+/// on the primary key and burning a delivery attempt).
+async fn lock_order(tx: &mut PgConnection, order: Uuid) -> Result<(), HandleError> {
+    sqlx::query!(
+        "select pg_advisory_xact_lock($1, hashtext($2::text))",
+        RESERVATION_LOCK_CLASS,
+        order.to_string()
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 impl Reservations {
     async fn reserve(&self, tx: &mut PgConnection, event: OrderCreated) -> Result<(), HandleError> {
         let order = uuid_field("order_id", &event.order_id)?;
         let lines = lines(&event)?;
+        lock_order(tx, order).await?;
         let known = sqlx::query_scalar!(
             "select status from reservations where order_id = $1 for update",
             order
@@ -137,6 +157,7 @@ impl Reservations {
         event: OrderCancelled,
     ) -> Result<(), HandleError> {
         let order = uuid_field("order_id", &event.order_id)?;
+        lock_order(tx, order).await?;
         let status = sqlx::query_scalar!(
             "select status from reservations where order_id = $1 for update",
             order
@@ -226,5 +247,96 @@ mod tests {
             ]))
             .is_err()
         );
+    }
+
+    /// Issue 12: `order.created` and `order.cancelled` of one order handled at once. Before the
+    /// order's lock, the cancel found no row to lock, inserted its tombstone and failed on the
+    /// primary key when the reservation committed.
+    #[tokio::test]
+    async fn a_cancel_racing_its_order_created_waits_and_releases() {
+        use souk_shared::testing::{TestDatabase, eventually};
+        use sqlx::Connection as _;
+
+        let db = TestDatabase::create().await;
+        let pool = souk_shared::db::connect(
+            &souk_shared::db::DatabaseLocation::Own(db.url()),
+            &crate::MIGRATOR,
+        )
+        .await
+        .expect("database");
+        let lamp = Uuid::now_v7();
+        sqlx::query(
+            "insert into products (id, name, price_cents, stock) values ($1, 'Lamp', 100, 5)",
+        )
+        .bind(lamp)
+        .execute(&pool)
+        .await
+        .expect("product");
+        let reservations = Reservations {
+            shop: "race".parse().expect("shop"),
+        };
+        let order = Uuid::now_v7();
+        let created = OrderCreated {
+            order_id: order.to_string(),
+            lines: vec![OrderLine {
+                product_id: lamp.to_string(),
+                quantity: 2,
+            }],
+            ..Default::default()
+        };
+        let cancelled = OrderCancelled {
+            order_id: order.to_string(),
+            ..Default::default()
+        };
+
+        let mut first = pool.acquire().await.expect("connection");
+        let mut reserving = first.begin().await.expect("begin");
+        reservations
+            .reserve(&mut reserving, created)
+            .await
+            .expect("reserved");
+        let cancel = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let reservations = Reservations {
+                    shop: "race".parse().expect("shop"),
+                };
+                let mut conn = pool.acquire().await.expect("connection");
+                let mut tx = conn.begin().await.expect("begin");
+                reservations.release(&mut tx, cancelled).await?;
+                tx.commit().await?;
+                Ok::<_, HandleError>(())
+            }
+        });
+        // The cancel is waiting for the reservation's transaction.
+        eventually("the cancel to wait", std::time::Duration::from_secs(10), || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("pg_stat_activity");
+            (waiting > 0).then_some(())
+        })
+        .await;
+        reserving.commit().await.expect("commit");
+        cancel
+            .await
+            .expect("cancel task")
+            .expect("the cancel succeeds at its first attempt");
+
+        let status: String =
+            sqlx::query_scalar("select status from reservations where order_id = $1")
+                .bind(order)
+                .fetch_one(&pool)
+                .await
+                .expect("reservation");
+        assert_eq!(status, "released");
+        let stock: i64 = sqlx::query_scalar("select stock from products where id = $1")
+            .bind(lamp)
+            .fetch_one(&pool)
+            .await
+            .expect("stock");
+        assert_eq!(stock, 5);
     }
 }

@@ -71,6 +71,10 @@ pub type HandleResult<'a> = Pin<Box<dyn Future<Output = Result<(), HandleError>>
 /// records the event in the inbox; it commits only if `handle` returns `Ok`.
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, event: &'a Envelope) -> HandleResult<'a>;
+
+    /// Called once `handle`'s transaction has committed: where a handler that committed an
+    /// intent (a saga step) wakes whatever carries it out. Does nothing by default.
+    fn committed(&self, _event: &Envelope) {}
 }
 
 /// One durable consumer of the shop's stream.
@@ -202,7 +206,9 @@ async fn consume(
     let consumer = durable_consumer(bus, &stream, config).await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(64)
+        // No more than it handles at once: a message waiting in this buffer has its `ACK_WAIT`
+        // running too.
+        .max_messages_per_batch(IN_FLIGHT)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -230,6 +236,11 @@ async fn consume(
     outcome
 }
 
+/// How long the server waits for a message's acknowledgement before it delivers it again: how
+/// soon the messages a killed consumer held come back. Handlers in progress say so every third
+/// of it.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Messages a consumer handles at once.
 const IN_FLIGHT: usize = 16;
 
@@ -247,7 +258,7 @@ async fn durable_consumer(
             .map(|event_type| events::subject(bus.shop(), event_type))
             .collect(),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        ack_wait: ACK_WAIT,
         // Redelivery is ours to limit (see `HandleError`), not the server's.
         max_deliver: -1,
         ..Default::default()
@@ -286,9 +297,19 @@ async fn handle_message(
     );
     let outcome = {
         use tracing::Instrument as _;
-        crate::trace::scope(trace, handle_once(pool, handler, &envelope))
-            .instrument(span.clone())
-            .await
+        let handling = crate::trace::scope(trace, handle_once(pool, handler, &envelope))
+            .instrument(span.clone());
+        tokio::pin!(handling);
+        // A handler that runs long (a database or a service slow to answer) tells the server it
+        // is still at it, so that the short `ACK_WAIT` redelivers only what a dead consumer held.
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + ACK_WAIT / 3, ACK_WAIT / 3);
+        loop {
+            tokio::select! {
+                outcome = &mut handling => break outcome,
+                _ = progress.tick() => ack(&message, AckKind::Progress).await,
+            }
+        }
     };
     let _entered = span.enter();
     match outcome {
@@ -342,6 +363,7 @@ async fn handle_once(
     }
     handler.handle(&mut tx, envelope).await?;
     tx.commit().await?;
+    handler.committed(envelope);
     Ok(Outcome::Handled)
 }
 

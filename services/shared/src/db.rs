@@ -40,10 +40,11 @@ impl DatabaseLocation {
     }
 }
 
-/// How long `connect` keeps trying before it gives up.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts to reach the database at start.
+const MAX_CONNECT_DELAY: Duration = Duration::from_secs(5);
 
-/// Connects (retrying while the server is unreachable), creates the database if asked to, and
+/// Connects (retrying with backoff for as long as the server is unreachable or starting up: a
+/// database that comes late is waited for, not a reason to exit), creates the database if asked to, and
 /// runs the migrations. Queries on the pool fail fast (a few seconds) when the server goes away,
 /// and the pool reconnects by itself when it comes back.
 pub async fn connect(location: &DatabaseLocation, migrator: &Migrator) -> anyhow::Result<PgPool> {
@@ -123,15 +124,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
     let mut delay = Duration::from_millis(100);
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err(err) if tokio::time::Instant::now() + delay < deadline && is_transient(&err) => {
+            Err(err) if is_transient(&err) => {
                 tracing::warn!(error = %err, "{what}: database not reachable yet, retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                delay = (delay * 2).min(MAX_CONNECT_DELAY);
             }
             Err(err) => return Err(err.context(format!("{what} failed"))),
         }
@@ -140,15 +140,16 @@ where
 
 fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_))
-        ) || matches!(
-            cause.downcast_ref::<sqlx::migrate::MigrateError>(),
-            Some(sqlx::migrate::MigrateError::Execute(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut
-            ))
-        )
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(crate::error::is_connection_error)
+            || matches!(
+                cause.downcast_ref::<sqlx::migrate::MigrateError>(),
+                Some(
+                    sqlx::migrate::MigrateError::Execute(err)
+                        | sqlx::migrate::MigrateError::ExecuteMigration(err, _)
+                ) if crate::error::is_connection_error(err)
+            )
     })
 }
 

@@ -49,9 +49,34 @@ impl Error {
             | Code::DeadlineExceeded
             | Code::ResourceExhausted
             | Code::Cancelled => Self::Unavailable(format!("the {service} service is unavailable")),
+            _ if is_transport_failure(&status) => {
+                Self::Unavailable(format!("the {service} service is unavailable"))
+            }
             _ => Self::Internal(anyhow::anyhow!("{service} service answered {status:?}")),
         }
     }
+}
+
+/// What the messages of a call that broke in transport say (the peer died mid-call, the
+/// connection was reset), as tonic reports them: `Unknown` with the transport's message.
+const TRANSPORT_FAILURES: &[&str] = &[
+    "transport error",
+    "connection reset",
+    "connection closed",
+    "broken pipe",
+    "error trying to connect",
+    "h2 protocol error",
+];
+
+/// Whether a failed call is the channel's failure rather than the service's answer: the service
+/// died or the connection broke mid-call. Retryable, like `Unavailable`. (A status made from a
+/// local error carries it as its source; one received from a peer never does.)
+pub fn is_transport_failure(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && (std::error::Error::source(status).is_some()
+            || TRANSPORT_FAILURES
+                .iter()
+                .any(|failure| status.message().to_ascii_lowercase().contains(failure)))
 }
 
 impl From<sqlx::Error> for Error {
@@ -65,15 +90,23 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// Whether the database could not be reached at all (as opposed to rejecting a statement).
+/// Whether the database could not be reached or cannot serve yet (as opposed to rejecting a
+/// statement): unreachable, shutting down or starting up (`57P01`-`57P03`), a broken connection
+/// (class `08`), out of connections (class `53`), or a server that answered the TLS probe with
+/// garbage (as one does while it starts: "unexpected response from SSLRequest").
 pub fn is_connection_error(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
+    match err {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(message) => message.contains("SSLRequest"),
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08") || c.starts_with("53")),
+        _ => false,
+    }
 }
 
 /// The name of the constraint a statement violated, if it was a unique violation.
@@ -124,6 +157,24 @@ mod tests {
         assert!(!status.message().contains("10.0.0.1"));
         let err = Error::from_upstream("product", Status::not_found("product not found"));
         assert_eq!(Status::from(err).code(), Code::NotFound);
+    }
+
+    #[test]
+    fn a_call_broken_in_transport_is_retryable() {
+        let err = Error::from_upstream("payment", Status::unknown("transport error"));
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let status = Status::from_error(Box::new(io));
+        assert!(is_transport_failure(&status), "{status:?}");
+        // A peer's own Unknown answer is not a transport failure.
+        assert!(!is_transport_failure(&Status::unknown("x")));
+    }
+
+    #[test]
+    fn a_database_starting_up_is_unavailable() {
+        let err = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x45".into());
+        assert!(is_connection_error(&err));
+        assert!(!is_connection_error(&sqlx::Error::Protocol("other".into())));
     }
 
     #[test]

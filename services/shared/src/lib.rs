@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod grpc;
 pub mod jwt;
 pub mod metrics;

@@ -338,6 +338,19 @@ fn main() -> std::process::ExitCode {
         eprintln!("souk: {err:#}");
         return std::process::ExitCode::from(2);
     }
+    // Fault injection (tests/chaos): inert unless the variable is set.
+    if let Ok(value) = std::env::var(souk_shared::fault::ENV) {
+        match souk_shared::fault::parse(&value) {
+            Ok((point, action)) => {
+                tracing::warn!(point, ?action, "fault point armed");
+                souk_shared::fault::arm(&point, action);
+            }
+            Err(err) => {
+                eprintln!("souk: {err}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
