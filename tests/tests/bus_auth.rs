@@ -96,7 +96,7 @@ async fn a_forged_event_is_refused_by_an_authenticated_bus() {
     let shop = unique_shop();
     let passwords: Vec<(&str, Secret<String>)> = bus_auth::BUS_USERS
         .iter()
-        .map(|(service, _)| (*service, password(service)))
+        .map(|user| (user.name, password(user.name)))
         .collect();
     let admin = password("admin");
     let authorization = bus_auth::server_authorization(

@@ -24,13 +24,44 @@ pub struct NatsCredentials {
     pub password: Secret<String>,
 }
 
-/// The services that connect to NATS (a relayer connects as its service), with the event
-/// families they publish: `order.*` events come only from the order service, `stock.*` only
-/// from the product service.
-pub const BUS_USERS: &[(&str, &[&str])] = &[
-    ("product", &["stock"]),
-    ("cart", &[]),
-    ("order", &["order"]),
+/// Who connects to NATS (a relayer connects as its service).
+#[derive(Debug)]
+pub struct BusUser {
+    pub name: &'static str,
+    /// The event families it publishes: `order.*` events come only from the order service,
+    /// `stock.*` and `catalog.*` only from the product service.
+    pub publishes: &'static [&'static str],
+    /// Whether it consumes events through a durable consumer (JetStream API, acks, dead letters).
+    pub consumes: bool,
+    /// Event types it reads as they pass, without a consumer (the gateway's catalog cache).
+    pub listens: &'static [&'static str],
+}
+
+pub const BUS_USERS: &[BusUser] = &[
+    BusUser {
+        name: "product",
+        publishes: &["stock", "catalog"],
+        consumes: true,
+        listens: &[],
+    },
+    BusUser {
+        name: "cart",
+        publishes: &[],
+        consumes: true,
+        listens: &[],
+    },
+    BusUser {
+        name: "order",
+        publishes: &["order"],
+        consumes: true,
+        listens: &[],
+    },
+    BusUser {
+        name: "gateway",
+        publishes: &[],
+        consumes: false,
+        listens: &["catalog.changed"],
+    },
 ];
 
 /// The inbox prefix of a user: replies and pulled messages arrive under it, and nobody else
@@ -48,20 +79,26 @@ pub struct Permissions {
 
 /// The permissions of `service` in `shop`, or `None` for a service that does not use NATS.
 pub fn permissions(shop: &ShopName, service: &str) -> Option<Permissions> {
-    let (_, families) = BUS_USERS.iter().find(|(name, _)| *name == service)?;
+    let user = BUS_USERS.iter().find(|user| user.name == service)?;
     let stream = events::stream_name(shop);
-    let mut publish: Vec<String> = families
+    let mut publish: Vec<String> = user
+        .publishes
         .iter()
         .map(|family| format!("{shop}.{family}.>"))
         .collect();
-    // Its consumer (named after the service) dead-letters what it cannot handle.
-    publish.push(events::dead_letter_subject(shop, service));
-    publish.push("$JS.API.>".into());
-    publish.push(format!("$JS.ACK.{stream}.{service}.>"));
-    Some(Permissions {
-        publish,
-        subscribe: vec![format!("{}.>", inbox_prefix(service))],
-    })
+    if user.consumes {
+        // Its consumer (named after the service) dead-letters what it cannot handle.
+        publish.push(events::dead_letter_subject(shop, service));
+        publish.push("$JS.API.>".into());
+        publish.push(format!("$JS.ACK.{stream}.{service}.>"));
+    }
+    let mut subscribe = vec![format!("{}.>", inbox_prefix(service))];
+    subscribe.extend(
+        user.listens
+            .iter()
+            .map(|event_type| events::subject(shop, event_type)),
+    );
+    Some(Permissions { publish, subscribe })
 }
 
 /// The `authorization` block of a `nats-server` configuration for `shop`, with each
@@ -90,12 +127,17 @@ pub fn server_authorization(
         let Some(permissions) = permissions(shop, service) else {
             continue;
         };
+        // An empty allow list would allow everything: a user who publishes nothing is denied all.
+        let publish = if permissions.publish.is_empty() {
+            "deny: [\">\"]".to_owned()
+        } else {
+            format!("allow: [{}]", list(&permissions.publish))
+        };
         let _ = writeln!(
             out,
-            "    {{ user: {}, password: {}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}",
+            "    {{ user: {}, password: {}, permissions: {{ publish: {{ {publish} }}, subscribe: {{ allow: [{}] }} }} }}",
             quote(service),
             quote(password.expose()),
-            list(&permissions.publish),
             list(&permissions.subscribe),
         );
     }
@@ -129,6 +171,22 @@ mod tests {
     }
 
     #[test]
+    fn the_catalog_is_announced_by_the_product_service_and_heard_by_the_gateway() {
+        let shop: ShopName = "s1".parse().expect("shop");
+        let product = permissions(&shop, "product").expect("product");
+        assert!(product.publish.contains(&"s1.catalog.>".to_owned()));
+        let gateway = permissions(&shop, "gateway").expect("gateway");
+        assert!(
+            gateway.publish.is_empty(),
+            "the gateway publishes nothing: {gateway:?}"
+        );
+        assert_eq!(
+            gateway.subscribe,
+            ["_INBOX_gateway.>", "s1.catalog.changed"]
+        );
+    }
+
+    #[test]
     fn the_server_configuration_names_every_user() {
         let shop: ShopName = "s1".parse().expect("shop");
         let secret = Secret::new("p\"w".to_owned());
@@ -139,5 +197,7 @@ mod tests {
         );
         assert!(config.contains(r#"user: "admin""#), "{config}");
         assert!(config.contains(r#""s1.order.>""#), "{config}");
+        let gateway = server_authorization(&shop, &[("gateway", &secret)], &secret);
+        assert!(gateway.contains(r#"publish: { deny: [">"] }"#), "{gateway}");
     }
 }
