@@ -37,8 +37,8 @@ fn summary(name: &str, mut samples: Vec<Duration>, elapsed: Duration) {
 }
 
 async fn checkout(shop: &TestShop, customer: &Session, product: &str) -> Duration {
-    // The previous order empties the cart when it is confirmed, which may come after its status
-    // changed: wait for that, or it would empty the next order's cart.
+    // The previous order takes its line out of the cart when it is confirmed, which may come
+    // after its status changed: wait for that, or the next order would buy that line again.
     shop.wait_for(
         "/api/carts",
         Some(&customer.token),

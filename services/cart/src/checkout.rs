@@ -4,7 +4,7 @@
 
 use souk_protos::v1::OrderConfirmed;
 use souk_shared::{
-    consumer::{HandleError, HandleResult, Handler},
+    consumer::{HandleResult, Handler},
     events::{Envelope, Event, MalformedEvent, uuid_field},
 };
 use sqlx::PgConnection;
@@ -19,13 +19,8 @@ pub struct TakeOutOnConfirm;
 
 impl Handler for TakeOutOnConfirm {
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, event: &'a Envelope) -> HandleResult<'a> {
+        // `event()` rejects any other type (and the consumer reads only this one's subject).
         Box::pin(async move {
-            if event.event_type != OrderConfirmed::TYPE {
-                return Err(HandleError::Rejected(format!(
-                    "unexpected event type {}",
-                    event.event_type
-                )));
-            }
             let confirmed: OrderConfirmed = event.event()?;
             let user = uuid_field("user_id", &confirmed.user_id)?;
             let (products, quantities) = ordered_lines(&confirmed)?;
