@@ -111,8 +111,10 @@ impl Proc {
     fn kill(&mut self) {
         if let Some(child) = self.child.as_mut() {
             if let (true, Some(pid)) = (self.group, child.id()) {
+                // `--` is needed: procps-ng 4.0.2's kill (Debian 12) reads `kill -KILL -PID`
+                // as `kill(-1, SIGKILL)`, which as root is every process on the machine.
                 let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &format!("-{pid}")])
+                    .args(["-s", "KILL", "--", &format!("-{pid}")])
                     .status();
             }
             let _ = child.start_kill();
