@@ -2,9 +2,21 @@
 //!
 //! By default each test starts a shop of its own in this process (databases named after a fresh
 //! shop name on the local PostgreSQL, the gateway on a free port) and drops its databases when
-//! done. With `SOUK_E2E_URL` set, the same tests drive the shop at that URL instead (the kind
-//! end-to-end script does this), logging in as `SOUK_E2E_ADMIN_EMAIL`/`SOUK_E2E_ADMIN_PASSWORD`;
-//! tests that need to stop a service or mint special tokens skip themselves there.
+//! done. Built with the `remote` feature, the same tests drive the shop at `SOUK_E2E_URL` instead
+//! (the kind end-to-end script does this), logging in as
+//! `SOUK_E2E_ADMIN_EMAIL`/`SOUK_E2E_ADMIN_PASSWORD`:
+//!
+//! ```text
+//! SOUK_E2E_URL=http://127.0.0.1:8080 ... cargo nextest run -p souk-e2e --features remote
+//! ```
+//!
+//! A test that needs the in-process shop (to stop a service, mint special tokens, read the
+//! payment service or the operations port) says so on itself, and the remote run counts it as
+//! skipped rather than passing it silently:
+//!
+//! ```text
+//! #[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]
+//! ```
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -19,6 +31,11 @@ use souk_shared::{
 };
 
 pub use serde_json::json;
+
+/// The message of a test that reached for the in-process shop while driving a remote one: it
+/// lacks its `#[cfg_attr(feature = "remote", ignore = ...)]`.
+const NEEDS_IN_PROCESS: &str = "this test needs the in-process shop: mark it \
+    #[cfg_attr(feature = \"remote\", ignore = \"needs the in-process shop\")]";
 
 /// What a test can ask of an in-process shop.
 #[derive(Debug, Default, Clone)]
@@ -111,34 +128,38 @@ impl Reply {
 }
 
 impl TestShop {
+    /// The shop under test: a fresh one in this process, or with the `remote` feature the one at
+    /// `SOUK_E2E_URL`.
     pub async fn start() -> Self {
+        if cfg!(feature = "remote") {
+            let base = std::env::var("SOUK_E2E_URL")
+                .expect("SOUK_E2E_URL: the shop the `remote` feature tests");
+            return Self {
+                base: base.trim_end_matches('/').to_owned(),
+                metrics_base: None,
+                http: http_client(),
+                admin_email: std::env::var("SOUK_E2E_ADMIN_EMAIL")
+                    .expect("SOUK_E2E_ADMIN_EMAIL: the remote shop's admin"),
+                admin_password: std::env::var("SOUK_E2E_ADMIN_PASSWORD")
+                    .expect("SOUK_E2E_ADMIN_PASSWORD: the remote shop's admin"),
+                local: None,
+            };
+        }
         Self::start_with(Options::default()).await
     }
 
+    /// A fresh shop in this process, made as `options` ask: a test that calls this needs the
+    /// in-process shop.
     pub async fn start_with(options: Options) -> Self {
+        if cfg!(feature = "remote") {
+            panic!("{NEEDS_IN_PROCESS}");
+        }
         if let Ok(filter) = std::env::var("SOUK_LOG") {
             // Logs of the shop under test, when asked for (`SOUK_LOG=debug cargo nextest run --no-capture`).
             let _ =
                 souk_shared::telemetry::init(&filter, souk_shared::telemetry::LogFormat::Pretty);
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("HTTP client");
-        if let Ok(base) = std::env::var("SOUK_E2E_URL") {
-            return Self {
-                base: base.trim_end_matches('/').to_owned(),
-                metrics_base: std::env::var("SOUK_E2E_METRICS_URL")
-                    .ok()
-                    .map(|url| url.trim_end_matches('/').to_owned()),
-                http,
-                admin_email: std::env::var("SOUK_E2E_ADMIN_EMAIL")
-                    .expect("SOUK_E2E_ADMIN_EMAIL with SOUK_E2E_URL"),
-                admin_password: std::env::var("SOUK_E2E_ADMIN_PASSWORD")
-                    .expect("SOUK_E2E_ADMIN_PASSWORD with SOUK_E2E_URL"),
-                local: None,
-            };
-        }
+        let http = http_client();
         let shop_name: ShopName =
             format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
                 .parse()
@@ -218,27 +239,25 @@ impl TestShop {
         }
     }
 
-    /// The in-process shop, or `None` (and a note) when driving a remote one.
-    pub fn local(&mut self) -> Option<&mut Local> {
-        if self.local.is_none() {
-            eprintln!("skipped: needs an in-process shop (SOUK_E2E_URL is set)");
-        }
-        self.local.as_mut()
+    /// The in-process shop. A test that calls this is marked
+    /// `#[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]`.
+    #[track_caller]
+    pub fn local(&mut self) -> &mut Local {
+        self.local.as_mut().expect(NEEDS_IN_PROCESS)
     }
 
-    /// The shop's `/metrics` from its operations port, or `None` (and a note) when that port is
-    /// not known (`SOUK_E2E_METRICS_URL` unset with `SOUK_E2E_URL`).
-    pub async fn metrics(&self) -> Option<Reply> {
-        let Some(base) = &self.metrics_base else {
-            eprintln!("skipped: the operations port is unknown (set SOUK_E2E_METRICS_URL)");
-            return None;
-        };
-        Some(self.send(self.http.get(format!("{base}/metrics"))).await)
+    /// The shop's `/metrics` from its operations port, which only the in-process shop shows.
+    pub async fn metrics(&self) -> Reply {
+        let base = self.metrics_base.as_ref().expect(NEEDS_IN_PROCESS);
+        self.send(self.http.get(format!("{base}/metrics"))).await
     }
 
     /// The URL of one service's database, for an in-process shop.
-    pub fn database_url(&self, service: &str) -> Option<String> {
-        self.local.as_ref().map(|local| local.database_url(service))
+    pub fn database_url(&self, service: &str) -> String {
+        self.local
+            .as_ref()
+            .expect(NEEDS_IN_PROCESS)
+            .database_url(service)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -379,6 +398,13 @@ impl Drop for TestShop {
     }
 }
 
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
 /// A payment as the payment service records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentView {
@@ -388,13 +414,13 @@ pub struct PaymentView {
 }
 
 impl TestShop {
-    /// The payment of an order, asked of the payment service directly (it has no REST route):
-    /// `None` when there is none, or when the shop is remote.
+    /// The payment of an order, asked of the in-process payment service directly (it has no
+    /// REST route): `None` when there is none.
     pub async fn payment_of(&self, order_id: &str) -> Option<PaymentView> {
         use souk_protos::v1::{
             GetPaymentRequest, PaymentStatus, payment_service_client::PaymentServiceClient,
         };
-        let local = self.local.as_ref()?;
+        let local = self.local.as_ref().expect(NEEDS_IN_PROCESS);
         let signer = souk_shared::jwt::Signer::from_pem(
             local.keys.private_pem.expose(),
             Duration::from_secs(60),

@@ -60,11 +60,9 @@ async fn wait_for_stock(shop: &TestShop, product: &str, expected: i64) {
 /// and the order stayed CONFIRMED with its money given back. Now the refund's intent is
 /// committed first and the step is carried on after the crash.
 #[tokio::test]
+#[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]
 async fn a_cancel_that_dies_between_refund_and_commit_still_ends_cancelled_and_refunded() {
-    let mut shop = TestShop::start().await;
-    if shop.local().is_none() {
-        return; // A remote shop cannot have its fault points armed.
-    }
+    let shop = TestShop::start().await;
     let admin = shop.admin().await;
     let lamp = product(&shop, &admin, 1_250, 5).await;
     let customer = shop.customer().await;
@@ -102,11 +100,9 @@ async fn a_cancel_that_dies_between_refund_and_commit_still_ends_cancelled_and_r
 /// A cancel whose intent was committed, but that died before it called the payment service,
 /// is carried out all the same.
 #[tokio::test]
+#[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]
 async fn a_cancel_that_dies_before_its_refund_is_carried_out_all_the_same() {
-    let mut shop = TestShop::start().await;
-    if shop.local().is_none() {
-        return;
-    }
+    let shop = TestShop::start().await;
     let admin = shop.admin().await;
     let lamp = product(&shop, &admin, 800, 3).await;
     let customer = shop.customer().await;
@@ -129,11 +125,9 @@ async fn a_cancel_that_dies_before_its_refund_is_carried_out_all_the_same() {
 /// A charge made whose outcome was not recorded (the process died) is made again, which the
 /// payment service answers with the first capture: one charge, one confirmed order.
 #[tokio::test]
+#[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]
 async fn a_charge_that_dies_before_its_outcome_is_recorded_confirms_the_order_once() {
-    let mut shop = TestShop::start().await;
-    if shop.local().is_none() {
-        return;
-    }
+    let shop = TestShop::start().await;
     fault::arm("charge.after_call", Action::Fail);
     let admin = shop.admin().await;
     let lamp = product(&shop, &admin, 990, 4).await;
