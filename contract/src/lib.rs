@@ -107,6 +107,11 @@ pub mod file {
 /// probe asks for it, the readiness probe for `""` (which follows the database).
 pub const LIVENESS_HEALTH_SERVICE: &str = "liveness";
 
+/// The NATS server version: a managed NATS runs it by default, and `scripts/setup` builds the same
+/// version for local runs and tests (pinned in `tools/nats/go.mod`; the operator's tests check
+/// that the two agree).
+pub const NATS_VERSION: &str = "2.11.17";
+
 #[cfg(test)]
 mod tests {
     use super::env;

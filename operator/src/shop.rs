@@ -527,9 +527,7 @@ impl Default for ManagedNats {
     }
 }
 
-/// The NATS server version a managed NATS runs by default. `scripts/setup` builds the same version
-/// for local runs and tests (pinned in `tools/nats/go.mod`); a test checks that the two agree.
-pub const NATS_VERSION: &str = "2.11.17";
+pub use souk_contract::NATS_VERSION;
 
 fn default_nats_image() -> String {
     format!("nats:{NATS_VERSION}-alpine")

@@ -17,19 +17,8 @@ use souk_shared::{
     bus_auth::{self, NatsCredentials},
     config::{Secret, ShopName},
     events,
-    testing::{eventually, unique_shop},
+    testing::{self, eventually, unique_shop},
 };
-
-/// The nats-server binary (`SOUK_NATS_SERVER_BIN`, or the one scripts/setup installs).
-fn nats_server_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("SOUK_NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".cache/souk/bin/nats-server-2.11.17"))
-        })?;
-    path.exists().then_some(path)
-}
 
 /// A nats-server process of this test's own, killed when dropped.
 struct Server {
@@ -89,10 +78,7 @@ async fn bus(server: &Server, shop: &ShopName, user: &str, password: &Secret<Str
 
 #[tokio::test]
 async fn a_forged_event_is_refused_by_an_authenticated_bus() {
-    let Some(binary) = nats_server_binary() else {
-        eprintln!("skipped: no nats-server binary (set SOUK_NATS_SERVER_BIN)");
-        return;
-    };
+    let binary = testing::nats_server_binary();
     let shop = unique_shop();
     let passwords: Vec<(&str, Secret<String>)> = bus_auth::BUS_USERS
         .iter()

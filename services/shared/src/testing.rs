@@ -215,6 +215,36 @@ pub fn nats_addr() -> std::net::SocketAddr {
         .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 4222)))
 }
 
+/// The nats-server program for tests that start servers of their own: `SOUK_NATS_SERVER_BIN`, or
+/// the one `scripts/setup` builds into its cache (`$SOUK_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/souk`, else `~/.cache/souk`; `bin/nats-server-<version>`). Panics, naming
+/// the fix, when there is none: a test that needs it fails rather than passing untested.
+pub fn nats_server_binary() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let path = std::env::var_os("SOUK_NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("SOUK_CACHE_DIR")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("souk"))
+                })
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/souk"))
+                })
+                .expect("HOME is set");
+            cache
+                .join("bin")
+                .join(format!("nats-server-{}", souk_contract::NATS_VERSION))
+        });
+    assert!(
+        path.exists(),
+        "no nats-server at {}: run scripts/setup (or set SOUK_NATS_SERVER_BIN)",
+        path.display()
+    );
+    path
+}
+
 /// A shop name no other test uses: its stream and subjects are the test's own.
 pub fn unique_shop() -> crate::config::ShopName {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..16])

@@ -393,29 +393,18 @@ impl ParseChecked for ShopName {
     }
 }
 
-/// Starts PostgreSQL, NATS and the shop's processes; `None` (with the reason printed) when a
-/// server program is missing.
-async fn build_cluster() -> Option<Cluster> {
-    let nats_server = std::env::var("SOUK_CHAOS_NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/souk/bin/nats-server-2.11.17")
-        });
+/// Starts PostgreSQL, NATS and the shop's processes. Panics, naming the fix, when a server
+/// program is missing.
+async fn build_cluster() -> Cluster {
+    let nats_server = souk_shared::testing::nats_server_binary();
     let pg_bin =
         PathBuf::from(std::env::var("SOUK_CHAOS_PG_BIN").unwrap_or_else(|_| PG_BIN.into()));
-    for program in [
-        nats_server.clone(),
-        pg_bin.join("initdb"),
-        pg_bin.join("postgres"),
-    ] {
-        if !program.exists() {
-            println!(
-                "chaos: SKIPPED, {} is not installed (scripts/setup installs it)",
-                program.display()
-            );
-            return None;
-        }
+    for program in [pg_bin.join("initdb"), pg_bin.join("postgres")] {
+        assert!(
+            program.exists(),
+            "{} is not installed: run scripts/setup (or set SOUK_CHAOS_PG_BIN)",
+            program.display()
+        );
     }
     let dir = std::env::temp_dir().join(format!("souk-chaos-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(dir.join("logs")).expect("temp dir");
@@ -604,12 +593,12 @@ async fn build_cluster() -> Option<Cluster> {
     for proc in &mut procs {
         proc.start(None);
     }
-    Some(Cluster {
+    Cluster {
         dir,
         procs,
         pg_port,
         nats_port,
-    })
+    }
 }
 
 /// Restarts what exited, noting fault points that fired; until `stop`.
@@ -953,9 +942,7 @@ async fn chaos() {
                 .map_or(1, |d| d.as_nanos() as u64)
                 | 1
         });
-    let Some(cluster) = build_cluster().await else {
-        return;
-    };
+    let cluster = build_cluster().await;
     println!(
         "chaos: {checkouts} checkouts, seed {seed}, logs in {}",
         cluster.dir.display()
