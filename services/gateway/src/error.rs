@@ -207,36 +207,28 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A service's answer, as the API's status. Client errors keep the service's message; outages
-/// become 503 and anything else a bare 500 (logged here).
+/// A service's answer, as the API's status. Client errors keep the service's message, and its
+/// field violations (the `google.rpc.BadRequest` detail) become the problem's `errors`; retryable
+/// failures become 503 and anything else a bare 500 (logged here).
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
+        if souk_shared::error::is_retryable(&status) {
+            tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
+            return Self::Unavailable("a service is temporarily unavailable, try again".into());
+        }
         let message = status.message().to_owned();
         match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => match message.split_once(": ") {
-                Some((field, why)) if !field.contains(' ') => Self::invalid_field(field, why),
-                _ => Self::bad_request(message),
+            Code::InvalidArgument | Code::OutOfRange => Self::BadRequest {
+                detail: message,
+                errors: souk_shared::error::field_violations(&status)
+                    .into_iter()
+                    .collect(),
             },
             Code::Unauthenticated => Self::Unauthorized(message),
             Code::PermissionDenied => Self::Forbidden(message),
             Code::NotFound => Self::NotFound(message),
             Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
                 Self::Conflict(message)
-            }
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Cancelled => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "upstream unavailable");
-                Self::Unavailable("a service is temporarily unavailable, try again".into())
-            }
-            // The service died or the connection broke mid-call: as retryable as an outage.
-            _ if souk_shared::error::is_transport_failure(&status) => {
-                tracing::warn!(
-                    message = status.message(),
-                    "upstream call broken in transport"
-                );
-                Self::Unavailable("a service is temporarily unavailable, try again".into())
             }
             _ => {
                 tracing::error!(code = ?status.code(), message = status.message(), "upstream error");
@@ -291,13 +283,21 @@ mod tests {
 
     #[test]
     fn field_errors_are_listed_by_field() {
-        let err = ApiError::from(tonic::Status::invalid_argument(
-            "email: must be a valid email address",
+        let status = tonic::Status::from(souk_shared::Error::invalid(
+            "email",
+            "must be a valid email address",
         ));
-        let ApiError::BadRequest { errors, .. } = err else {
+        let ApiError::BadRequest { errors, .. } = ApiError::from(status) else {
             panic!("not a bad request");
         };
         assert_eq!(errors["email"], "must be a valid email address");
+        // The message is never parsed for a field.
+        let ApiError::BadRequest { errors, .. } =
+            ApiError::from(tonic::Status::invalid_argument("note: the cart is empty"))
+        else {
+            panic!("not a bad request");
+        };
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]

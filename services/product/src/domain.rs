@@ -169,10 +169,7 @@ mod tests {
 
     fn field(err: Error) -> String {
         match err {
-            Error::InvalidArgument(message) => message
-                .split_once(':')
-                .map(|(field, _)| field.to_owned())
-                .unwrap_or(message),
+            Error::InvalidField { field, .. } => field,
             other => panic!("not a validation error: {other:?}"),
         }
     }

@@ -1,14 +1,21 @@
 //! One error type for the services' domain and storage code, and its mapping to `tonic::Status`.
 //!
-//! Client mistakes carry a message meant for the client. Everything unexpected is `Internal`:
-//! logged once with its cause chain where it becomes a `Status`, and answered without details.
+//! Client mistakes carry a message meant for the client; a field's violation also travels as the
+//! standard `google.rpc.BadRequest` detail, which the gateway reads (never the message). Everything
+//! unexpected is `Internal`: logged once with its cause chain where it becomes a `Status`, and
+//! answered without details.
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The request as a whole is invalid ("the cart is empty").
     #[error("{0}")]
     InvalidArgument(String),
+    /// One field of the request is invalid.
+    #[error("{field}: {description}")]
+    InvalidField { field: String, description: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -29,32 +36,56 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// A validation failure of one field: `"<field>: <message>"`.
-    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
-        Self::InvalidArgument(format!("{field}: {message}"))
+    /// A validation failure of one field.
+    pub fn invalid(field: &str, description: impl std::fmt::Display) -> Self {
+        Self::InvalidField {
+            field: field.to_owned(),
+            description: description.to_string(),
+        }
     }
 
-    /// Carries a downstream service's answer on: client errors keep their code and message,
-    /// anything else becomes `Unavailable` (retryable) or `Internal`.
+    /// Carries a downstream service's answer on: client errors keep their code, message and
+    /// field, anything else becomes `Unavailable` (retryable) or `Internal`.
     pub fn from_upstream(service: &str, status: Status) -> Self {
+        if is_retryable(&status) {
+            return Self::Unavailable(format!("the {service} service is unavailable"));
+        }
         let message = status.message().to_owned();
         match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(message),
+            Code::InvalidArgument | Code::OutOfRange => match field_violations(&status).first() {
+                Some((field, description)) => Self::invalid(field, description),
+                None => Self::InvalidArgument(message),
+            },
             Code::NotFound => Self::NotFound(message),
             Code::AlreadyExists => Self::AlreadyExists(message),
             Code::FailedPrecondition | Code::Aborted => Self::FailedPrecondition(message),
             Code::PermissionDenied => Self::PermissionDenied(message),
             Code::Unauthenticated => Self::Unauthenticated(message),
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Cancelled => Self::Unavailable(format!("the {service} service is unavailable")),
-            _ if is_transport_failure(&status) => {
-                Self::Unavailable(format!("the {service} service is unavailable"))
-            }
             _ => Self::Internal(anyhow::anyhow!("{service} service answered {status:?}")),
         }
     }
+}
+
+/// Whether a failed call may succeed when made again: the callee is down, overloaded or slow, or
+/// the call broke in transport. The one rule for every caller (services, gateway, consumers).
+pub fn is_retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled
+    ) || is_transport_failure(status)
+}
+
+/// The `(field, description)` pairs of a status's `google.rpc.BadRequest` detail, if any.
+pub fn field_violations(status: &Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|violation| (violation.field, violation.description))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What the messages of a call that broke in transport say (the peer died mid-call, the
@@ -121,6 +152,11 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::InvalidField { field, description } => Status::with_error_details(
+                Code::InvalidArgument,
+                format!("{field}: {description}"),
+                ErrorDetails::with_bad_request_violation(field, description),
+            ),
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
@@ -146,6 +182,25 @@ mod tests {
         )));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("users"));
+    }
+
+    #[test]
+    fn a_field_violation_travels_as_a_bad_request_detail() {
+        let status = Status::from(Error::invalid("price_cents", "must be positive"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            field_violations(&status),
+            [("price_cents".to_owned(), "must be positive".to_owned())]
+        );
+        // Passed on by a service that called another, the field is kept.
+        let passed_on = Error::from_upstream("product", status);
+        assert!(
+            matches!(&passed_on, Error::InvalidField { field, .. } if field == "price_cents"),
+            "{passed_on:?}"
+        );
+        // A message that merely looks like "field: why" names no field.
+        let plain = Error::from_upstream("order", Status::invalid_argument("note: the cart is empty"));
+        assert!(matches!(plain, Error::InvalidArgument(_)), "{plain:?}");
     }
 
     #[test]
