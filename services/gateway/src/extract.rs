@@ -8,7 +8,7 @@ use axum::{
 };
 use http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
-use souk_shared::jwt::Role;
+use souk_shared::{auth::Caller, jwt::Role};
 use uuid::Uuid;
 
 use crate::{State, error::ApiError};
@@ -115,18 +115,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
-/// The authenticated caller: a valid ES256 bearer token. Handlers that take it are for
-/// signed-in users only; the token is forwarded to the services, which check it again.
+/// The authenticated caller: a valid ES256 bearer token, checked as the services check it
+/// (`souk_shared::auth`). Handlers that take it are for signed-in users only; the token is
+/// forwarded to the services, which check it again.
 #[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: Uuid,
-    pub role: Role,
-    pub token: String,
-}
+pub struct AuthUser(pub Caller);
 
-impl AuthUser {
-    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        souk_shared::auth::with_token(message, &self.token)
+impl std::ops::Deref for AuthUser {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
     }
 }
 
@@ -140,18 +139,9 @@ impl FromRequestParts<State> for AuthUser {
             .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-        let token = souk_shared::auth::parse_bearer(header).ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
-        })?;
-        let claims = state
-            .verifier
-            .verify(token)
-            .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
-        Ok(Self {
-            id: claims.sub,
-            role: claims.role,
-            token: token.to_owned(),
-        })
+        souk_shared::auth::from_authorization(header, &state.verifier)
+            .map(Self)
+            .map_err(|err| ApiError::Unauthorized(err.to_string()))
     }
 }
 

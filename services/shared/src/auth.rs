@@ -52,8 +52,24 @@ impl Caller {
 
 /// The verified caller of a request; `Unauthenticated` without a valid bearer token.
 pub fn caller(metadata: &MetadataMap, verifier: &Verifier) -> Result<Caller, Error> {
-    let token = bearer_token(metadata)?
-        .ok_or_else(|| Error::Unauthenticated("missing bearer token".into()))?;
+    let value = metadata
+        .get(AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthenticated("missing bearer token".into()))?
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("malformed Authorization header".into()))?;
+    from_authorization(value, verifier)
+}
+
+/// The verified caller of an `Authorization` header's value (gRPC metadata or HTTP header).
+pub fn from_authorization(value: &str, verifier: &Verifier) -> Result<Caller, Error> {
+    let token = parse_bearer(value).ok_or_else(|| {
+        Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
+    })?;
+    verified(token, verifier)
+}
+
+/// The caller a token proves, if the verifier accepts it.
+pub fn verified(token: &str, verifier: &Verifier) -> Result<Caller, Error> {
     let claims = verifier
         .verify(token)
         .map_err(|err| Error::Unauthenticated(err.to_string()))?;
@@ -62,19 +78,6 @@ pub fn caller(metadata: &MetadataMap, verifier: &Verifier) -> Result<Caller, Err
         role: claims.role,
         token: token.to_owned(),
     })
-}
-
-/// The bearer token of a request, if it has an `authorization` header at all.
-fn bearer_token(metadata: &MetadataMap) -> Result<Option<&str>, Error> {
-    let Some(value) = metadata.get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| Error::Unauthenticated("malformed authorization header".into()))?;
-    parse_bearer(value)
-        .map(Some)
-        .ok_or_else(|| Error::Unauthenticated("authorization must be `Bearer <token>`".into()))
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive), if it is one.

@@ -199,7 +199,8 @@ mod tests {
             "{passed_on:?}"
         );
         // A message that merely looks like "field: why" names no field.
-        let plain = Error::from_upstream("order", Status::invalid_argument("note: the cart is empty"));
+        let plain =
+            Error::from_upstream("order", Status::invalid_argument("note: the cart is empty"));
         assert!(matches!(plain, Error::InvalidArgument(_)), "{plain:?}");
     }
 

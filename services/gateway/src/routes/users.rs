@@ -171,7 +171,7 @@ async fn me(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
 ) -> ApiResult<axum::Json<UserBody>> {
-    read_user(&state, &caller, caller.id).await
+    read_user(&state, &caller, caller.user_id).await
 }
 
 async fn user(

@@ -106,12 +106,9 @@ impl FromRequestParts<State> for Visitor {
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
         let user = cookie(&parts.headers, SESSION_COOKIE).and_then(|token| {
-            let claims = state.verifier.verify(token).ok()?;
-            Some(AuthUser {
-                id: claims.sub,
-                role: claims.role,
-                token: token.to_owned(),
-            })
+            souk_shared::auth::verified(token, &state.verifier)
+                .ok()
+                .map(AuthUser)
         });
         let csrf = parts
             .extensions
