@@ -356,3 +356,65 @@ async fn a_service_whose_database_comes_late_answers_health_at_once_and_its_call
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_database_restart_no_call_fails_on_a_stale_pooled_connection() {
+    let mut pg = match PgServer::temporary() {
+        Ok(pg) => pg,
+        Err(reason) => {
+            println!("SKIPPED: {reason}");
+            return;
+        }
+    };
+    pg.start();
+    pg.wait_until_accepting(Duration::from_secs(30)).await;
+    let shop = Shop::new(&pg);
+    let payment = shop.serve("payment");
+    eventually(
+        "the payment service to be ready",
+        Duration::from_secs(60),
+        || async { (payment.probes().await == Some([ServingStatus::Serving; 3])).then_some(()) },
+    )
+    .await;
+
+    // A warm pool: calls at once, so that it holds several connections.
+    let warm = futures::future::join_all((0..32).map(|_| shop.call(&payment))).await;
+    assert!(warm.iter().all(Result::is_ok), "warming: {warm:?}");
+    let database = format!("{SHOP}_payment");
+    let pooled = connections_to(&pg, &database).await;
+    assert!(
+        pooled >= 4,
+        "{pooled} pooled connections after 32 calls at once"
+    );
+
+    // Crashed and back: every pooled connection is dead.
+    pg.stop_immediately().await;
+    pg.start();
+    pg.wait_until_accepting(Duration::from_secs(60)).await;
+
+    let mut failures = Vec::new();
+    for i in 0..50 {
+        if let Err(status) = shop.call(&payment).await {
+            failures.push(format!("call {i}: {status:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 50 calls failed after the restart:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// How many connections the server has to `database` now.
+async fn connections_to(pg: &PgServer, database: &str) -> i64 {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .expect("a connection");
+    sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1")
+        .bind(database)
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_stat_activity")
+}
