@@ -357,6 +357,8 @@ async fn a_service_whose_database_comes_late_answers_health_at_once_and_its_call
     }
 }
 
+/// The issue saw calls fail for seconds after PostgreSQL came back. While it starts up, a call
+/// answers `Unavailable` at once; once it is back, not one fails.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_database_restart_no_call_fails_on_a_stale_pooled_connection() {
     let mut pg = match PgServer::temporary() {
@@ -387,9 +389,24 @@ async fn after_a_database_restart_no_call_fails_on_a_stale_pooled_connection() {
         "{pooled} pooled connections after 32 calls at once"
     );
 
-    // Crashed and back: every pooled connection is dead.
+    // Crashed, then starting up (every connection refused with 57P03): a call answers
+    // Unavailable, retryable, within the pool's acquire timeout.
     pg.stop_immediately().await;
-    pg.start();
+    pg.start_as_standby();
+    let started = std::time::Instant::now();
+    let call = shop
+        .call(&payment)
+        .await
+        .expect_err("the database is starting up");
+    assert_eq!(call.code(), Code::Unavailable, "{call:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Back: every connection pooled before the crash is dead.
+    pg.promote();
     pg.wait_until_accepting(Duration::from_secs(60)).await;
 
     let mut failures = Vec::new();
