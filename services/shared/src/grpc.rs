@@ -343,3 +343,119 @@ pub fn channel(setting: &str, url: &str) -> anyhow::Result<crate::trace::TracedC
         .tcp_nodelay(true);
     Ok(crate::trace::traced(endpoint.connect_lazy()))
 }
+
+#[cfg(test)]
+mod tests {
+    use souk_protos::v1::{
+        ChargeRequest, GetPaymentRequest, Payment, RefundRequest,
+        payment_service_client::PaymentServiceClient,
+        payment_service_server::{PaymentService, PaymentServiceServer, SERVICE_NAME},
+    };
+    use tonic::{Code, Request, Response, Status, transport::Channel};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus as Probe,
+        health_client::HealthClient,
+    };
+
+    use super::*;
+
+    /// A service that answers every call, to see whether calls reach it.
+    struct Answers;
+
+    #[tonic::async_trait]
+    impl PaymentService for Answers {
+        async fn charge(&self, _: Request<ChargeRequest>) -> Result<Response<Payment>, Status> {
+            Ok(Response::new(Payment::default()))
+        }
+        async fn refund(&self, _: Request<RefundRequest>) -> Result<Response<Payment>, Status> {
+            Ok(Response::new(Payment::default()))
+        }
+        async fn get_payment(
+            &self,
+            _: Request<GetPaymentRequest>,
+        ) -> Result<Response<Payment>, Status> {
+            Ok(Response::new(Payment::default()))
+        }
+    }
+
+    async fn start(prepare: Preparation) -> (Channel, Shutdown, JoinHandle<anyhow::Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let channel = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            listener.local_addr().expect("addr")
+        ))
+        .expect("endpoint")
+        .connect_lazy();
+        let service = GrpcService {
+            prepare: Some(prepare),
+            ..GrpcService::new(
+                SERVICE_NAME,
+                Routes::new(PaymentServiceServer::new(Answers)),
+            )
+        };
+        let shutdown = Shutdown::new();
+        let served = tokio::spawn(serve(service, listener, shutdown.clone()));
+        (channel, shutdown, served)
+    }
+
+    /// Liveness, then readiness as `""` and as the service's name.
+    async fn probes(channel: &Channel) -> Vec<Probe> {
+        let mut statuses = Vec::new();
+        for name in [souk_contract::LIVENESS_HEALTH_SERVICE, "", SERVICE_NAME] {
+            let reply = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: name.to_owned(),
+                })
+                .await
+                .expect("health answers");
+            statuses.push(reply.into_inner().status());
+        }
+        statuses
+    }
+
+    #[tokio::test]
+    async fn a_service_being_prepared_is_alive_not_ready_and_unavailable_until_it_is_ready() {
+        let (prepared, preparing) = tokio::sync::oneshot::channel::<()>();
+        let (channel, shutdown, served) = start(Preparation::new(async move {
+            preparing.await.map_err(anyhow::Error::from)
+        }))
+        .await;
+        use Probe::{NotServing, Serving};
+        assert_eq!(probes(&channel).await, [Serving, NotServing, NotServing]);
+        let call = PaymentServiceClient::new(channel.clone())
+            .get_payment(GetPaymentRequest::default())
+            .await
+            .expect_err("not ready");
+        assert_eq!(call.code(), Code::Unavailable, "{call:?}");
+
+        prepared.send(()).expect("preparing");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while probes(&channel).await != [Serving, Serving, Serving] {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        PaymentServiceClient::new(channel)
+            .get_payment(GetPaymentRequest::default())
+            .await
+            .expect("answered once ready");
+        shutdown.trigger();
+        served.await.expect("joined").expect("served");
+    }
+
+    #[tokio::test]
+    async fn a_preparation_that_fails_for_good_stops_the_service_with_its_error() {
+        let (_channel, _shutdown, served) = start(Preparation::new(async {
+            Err(anyhow::anyhow!("migration 3 was changed after it ran"))
+        }))
+        .await;
+        let err = tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("stopped by itself")
+            .expect("joined")
+            .expect_err("a failed preparation");
+        assert!(
+            format!("{err:#}").contains("migration 3 was changed after it ran"),
+            "{err:#}"
+        );
+    }
+}
