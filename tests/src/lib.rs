@@ -369,11 +369,21 @@ impl TestShop {
         timeout: Duration,
         check: impl Fn(&Reply) -> bool,
     ) -> Reply {
-        testing::eventually(path, timeout, || async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
             let reply = self.get(path, token).await;
-            check(&reply).then_some(reply)
-        })
-        .await
+            if check(&reply) {
+                return reply;
+            }
+            // The last answer says what went wrong (an order left CONFIRMED, say).
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {path}; its last answer: {} {}",
+                reply.status,
+                reply.text
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

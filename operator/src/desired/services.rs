@@ -148,11 +148,12 @@ fn service_container(
     } else {
         (
             container_port("grpc", GRPC_PORT),
-            // Readiness follows the database (the service's gRPC health); liveness asks only
-            // whether the process answers (the `liveness` health service, always serving), so a
-            // database outage takes pods out of the Service without restarting them.
+            // Readiness follows the database (the service's gRPC health); startup and liveness
+            // ask only whether the process answers (the `liveness` health service, serving from
+            // the moment the port opens), so a database that is down, at start or later, takes
+            // pods out of the Service without restarting them.
             Probes {
-                startup: grpc_probe(None, 2, 30),
+                startup: grpc_probe(Some(souk_contract::LIVENESS_HEALTH_SERVICE), 2, 30),
                 liveness: grpc_probe(Some(souk_contract::LIVENESS_HEALTH_SERVICE), 10, 3),
                 readiness: grpc_probe(None, 5, 3),
             },

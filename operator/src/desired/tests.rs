@@ -239,6 +239,16 @@ fn services_get_the_container_contract() {
                 Some(souk_contract::LIVENESS_HEALTH_SERVICE),
                 "liveness must not follow the database: an outage would restart every pod"
             );
+            let startup = main
+                .startup_probe
+                .clone()
+                .and_then(|p| p.grpc)
+                .expect("gRPC startup probe");
+            assert_eq!(
+                startup.service.as_deref(),
+                Some(souk_contract::LIVENESS_HEALTH_SERVICE),
+                "startup must not wait for the database: a late one would restart the pod"
+            );
         } else {
             assert_eq!(secret_ref(main, &database), None);
             assert_eq!(

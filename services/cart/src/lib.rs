@@ -2,7 +2,8 @@
 //!
 //! `CartService::start` connects to its database (running the embedded migrations) and makes a
 //! lazily connected client of the product service; `CartService::serve` then answers gRPC on
-//! the given listener until shutdown. Every call acts on the caller's own cart, from its token.
+//! the given listener until shutdown (`CartService::new` leaves the database to `serve`, which
+//! answers health meanwhile). Every call acts on the caller's own cart, from its token.
 //!
 //! - A cart stores product ids and quantities only. Reading it asks the product service for
 //!   all of its products in one batch call and answers names, unit prices, line totals and the
@@ -31,8 +32,8 @@ use souk_shared::{
     Shutdown,
     bus::Bus,
     consumer::{ConsumerMetrics, Participation},
-    db::{self, DatabaseLocation},
-    grpc::GrpcService,
+    db::{Database, DatabaseLocation},
+    grpc::{GrpcService, Preparation},
     jwt::Verifier,
 };
 use tokio::net::TcpListener;
@@ -51,27 +52,42 @@ pub struct Settings {
     pub product_url: String,
 }
 
-/// A started cart service: database ready, product service client made (not yet connected).
+/// A cart service; its database is made ready by `start`, or by `serve` while it already
+/// answers health.
 #[derive(Debug)]
 pub struct CartService {
     state: Arc<grpc::State>,
     events: Option<Participation>,
+    /// Readies the database; `None` once done.
+    prepare: Option<Preparation>,
 }
 
 impl CartService {
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+    /// The service, its database not reached yet: `serve` answers health at once and its calls
+    /// (and events) once the database is ready.
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let catalog = catalog::Catalog::new(&settings.product_url)?;
-        let pool = db::connect(&settings.database, &MIGRATOR).await?;
+        let database = Database::new(&settings.database, &MIGRATOR)?;
         Ok(Self {
             state: Arc::new(grpc::State {
                 carts: carts::Carts {
-                    store: store::Store::new(pool),
+                    store: store::Store::new(database.pool().clone()),
                     catalog,
                 },
                 verifier: settings.verifier,
             }),
             events: None,
+            prepare: Some(Preparation::database(database)),
         })
+    }
+
+    /// The service with its database ready (waiting for it as long as it takes).
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let mut service = Self::new(settings)?;
+        if let Some(prepare) = service.prepare.take() {
+            prepare.run().await?;
+        }
+        Ok(service)
     }
 
     /// Takes part in the checkout saga: empties a cart when its order is confirmed on `bus`,
@@ -89,7 +105,7 @@ impl CartService {
         let database = self.state.carts.store.pool().clone();
         let consumer = self.events.map(|events| {
             let handler = Arc::new(checkout::TakeOutOnConfirm);
-            events.spawn(
+            events.consume(
                 database.clone(),
                 "cart",
                 checkout::EVENTS,
@@ -98,11 +114,14 @@ impl CartService {
             )
         });
         let service = GrpcService {
-            name: grpc::SERVICE_NAME,
-            routes: tonic::service::Routes::new(grpc::server(self.state)),
             database: Some(database),
+            prepare: self.prepare,
+            beside: consumer.into_iter().collect(),
+            ..GrpcService::new(
+                grpc::SERVICE_NAME,
+                tonic::service::Routes::new(grpc::server(self.state)),
+            )
         };
-        souk_shared::grpc::serve_with(service, listener, shutdown, consumer.into_iter().collect())
-            .await
+        souk_shared::grpc::serve(service, listener, shutdown).await
     }
 }

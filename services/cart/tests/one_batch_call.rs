@@ -145,11 +145,10 @@ async fn reading_a_cart_of_many_lines_is_one_batch_call() {
     let catalog_listener = listener().await;
     let catalog_addr = catalog_listener.local_addr().expect("addr");
     tokio::spawn(souk_shared::grpc::serve(
-        GrpcService {
-            name: "souk.v1.ProductService",
-            routes: tonic::service::Routes::new(ProductServiceServer::new(catalog.clone())),
-            database: None,
-        },
+        GrpcService::new(
+            "souk.v1.ProductService",
+            tonic::service::Routes::new(ProductServiceServer::new(catalog.clone())),
+        ),
         catalog_listener,
         shutdown.clone(),
     ));

@@ -2,8 +2,8 @@
 //!
 //! `serve` runs three things until shutdown: the gRPC API, the consumer of the product
 //! service's stock events, and the worker that carries out the saga's steps (charges, refunds)
-//! and times out stalled sagas. Its events leave through
-//! its outbox, drained by a relayer (`souk relay order`, or inside `souk up`).
+//! and times out stalled sagas; the last two start once the database is ready. Its events leave
+//! through its outbox, drained by a relayer (`souk relay order`, or inside `souk up`).
 
 mod grpc;
 mod saga;
@@ -19,8 +19,8 @@ use souk_shared::{
     Shutdown,
     bus::Bus,
     consumer::{ConsumerMetrics, Participation},
-    db::{self, DatabaseLocation},
-    grpc::{GrpcService, channel},
+    db::{Database, DatabaseLocation},
+    grpc::{GrpcService, Preparation, channel},
     jwt::{Signer, Verifier},
 };
 use tokio::net::TcpListener;
@@ -55,15 +55,22 @@ pub struct Settings {
     pub consumer_metrics: ConsumerMetrics,
 }
 
+/// An order service; its database is made ready by `start`, or by `serve` while it already
+/// answers health.
 #[derive(Debug)]
 pub struct OrderService {
     state: Arc<grpc::State>,
     events: Participation,
+    /// Readies the database; `None` once done.
+    prepare: Option<Preparation>,
 }
 
 impl OrderService {
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let pool = db::connect(&settings.database, &MIGRATOR).await?;
+    /// The service, its database not reached yet: `serve` answers health at once, and its calls,
+    /// events and saga steps once the database is ready.
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let database = Database::new(&settings.database, &MIGRATOR)?;
+        let pool = database.pool().clone();
         let saga = Arc::new(saga::Saga {
             shop: settings.bus.shop().clone(),
             pool: pool.clone(),
@@ -92,7 +99,17 @@ impl OrderService {
                 max_deliver: settings.max_deliver,
                 metrics: settings.consumer_metrics,
             },
+            prepare: Some(Preparation::database(database)),
         })
+    }
+
+    /// The service with its database ready (waiting for it as long as it takes).
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let mut service = Self::new(settings)?;
+        if let Some(prepare) = service.prepare.take() {
+            prepare.run().await?;
+        }
+        Ok(service)
     }
 
     /// The order database, for the relayer of its outbox.
@@ -102,19 +119,23 @@ impl OrderService {
 
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let pool = self.state.store.pool().clone();
-        let consumer = self.events.spawn(
+        let consumer = self.events.consume(
             pool.clone(),
             "order",
             saga::EVENTS,
             self.state.saga.clone(),
             &shutdown,
         );
-        let steps = tokio::spawn(saga::run_steps(self.state.saga.clone(), shutdown.clone()));
+        let steps = Box::pin(saga::run_steps(self.state.saga.clone(), shutdown.clone()));
         let service = GrpcService {
-            name: grpc::SERVICE_NAME,
             database: Some(pool),
-            routes: tonic::service::Routes::new(grpc::server(self.state)),
+            prepare: self.prepare,
+            beside: vec![consumer, steps],
+            ..GrpcService::new(
+                grpc::SERVICE_NAME,
+                tonic::service::Routes::new(grpc::server(self.state)),
+            )
         };
-        souk_shared::grpc::serve_with(service, listener, shutdown, vec![consumer, steps]).await
+        souk_shared::grpc::serve(service, listener, shutdown).await
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use souk_shared::{
     Shutdown,
-    db::{self, DatabaseLocation},
-    grpc::GrpcService,
+    db::{Database, DatabaseLocation},
+    grpc::{GrpcService, Preparation},
     jwt::Verifier,
 };
 use tokio::net::TcpListener;
@@ -35,25 +35,42 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct PaymentService {
     state: Arc<grpc::State>,
+    /// Readies the database; `None` once done.
+    prepare: Option<Preparation>,
 }
 
 impl PaymentService {
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let pool = db::connect(&settings.database, &MIGRATOR).await?;
+    /// The service, its database not reached yet: `serve` answers health at once and its calls
+    /// once the database is ready.
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let database = Database::new(&settings.database, &MIGRATOR)?;
         Ok(Self {
             state: Arc::new(grpc::State {
-                store: store::Store::new(pool),
+                store: store::Store::new(database.pool().clone()),
                 verifier: settings.verifier,
                 decline_above_cents: settings.decline_above_cents,
             }),
+            prepare: Some(Preparation::database(database)),
         })
+    }
+
+    /// The service with its database ready (waiting for it as long as it takes).
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let mut service = Self::new(settings)?;
+        if let Some(prepare) = service.prepare.take() {
+            prepare.run().await?;
+        }
+        Ok(service)
     }
 
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let service = GrpcService {
-            name: grpc::SERVICE_NAME,
             database: Some(self.state.store.pool().clone()),
-            routes: tonic::service::Routes::new(grpc::server(self.state)),
+            prepare: self.prepare,
+            ..GrpcService::new(
+                grpc::SERVICE_NAME,
+                tonic::service::Routes::new(grpc::server(self.state)),
+            )
         };
         souk_shared::grpc::serve(service, listener, shutdown).await
     }

@@ -1,8 +1,9 @@
 //! The product service: the catalog (products and categories) and the stock of each product.
 //!
 //! `ProductService::start` connects to its database (running the embedded migrations);
-//! `ProductService::serve` then answers gRPC on the given listener until shutdown. Reads are
-//! public; writes need role `admin`, checked here from the caller's forwarded token.
+//! `ProductService::serve` then answers gRPC on the given listener until shutdown
+//! (`ProductService::new` leaves the database to `serve`, which answers health meanwhile).
+//! Reads are public; writes need role `admin`, checked here from the caller's forwarded token.
 //!
 //! `domain` validates what clients send, `store` owns the tables (every write one statement),
 //! `grpc` adapts the two to the contract in `protos/souk/v1/product.proto`. With an event bus
@@ -21,8 +22,8 @@ use souk_shared::{
     bus::Bus,
     config::ShopName,
     consumer::{ConsumerMetrics, Participation},
-    db::{self, DatabaseLocation},
-    grpc::GrpcService,
+    db::{Database, DatabaseLocation},
+    grpc::{GrpcService, Preparation},
     jwt::Verifier,
 };
 use tokio::net::TcpListener;
@@ -39,23 +40,38 @@ pub struct Settings {
     pub verifier: Verifier,
 }
 
-/// A started product service: database ready and migrated.
+/// A product service; its database is made ready by `start`, or by `serve` while it already
+/// answers health.
 #[derive(Debug)]
 pub struct ProductService {
     state: Arc<grpc::State>,
     events: Option<Participation>,
+    /// Readies the database; `None` once done.
+    prepare: Option<Preparation>,
 }
 
 impl ProductService {
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let pool = db::connect(&settings.database, &MIGRATOR).await?;
+    /// The service, its database not reached yet: `serve` answers health at once and its calls
+    /// (and events) once the database is ready.
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let database = Database::new(&settings.database, &MIGRATOR)?;
         Ok(Self {
             state: Arc::new(grpc::State {
-                store: store::Store::new(pool, settings.shop),
+                store: store::Store::new(database.pool().clone(), settings.shop),
                 verifier: settings.verifier,
             }),
             events: None,
+            prepare: Some(Preparation::database(database)),
         })
+    }
+
+    /// The service with its database ready (waiting for it as long as it takes).
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let mut service = Self::new(settings)?;
+        if let Some(prepare) = service.prepare.take() {
+            prepare.run().await?;
+        }
+        Ok(service)
     }
 
     /// Takes part in the checkout saga: reserves and releases stock on the order events of
@@ -80,21 +96,23 @@ impl ProductService {
             let handler = Arc::new(reservations::Reservations {
                 shop: events.bus.shop().clone(),
             });
-            let events_handled = reservations::EVENTS;
-            events.spawn(
+            events.consume(
                 database.clone(),
                 "product",
-                events_handled,
+                reservations::EVENTS,
                 handler,
                 &shutdown,
             )
         });
         let service = GrpcService {
-            name: grpc::SERVICE_NAME,
-            routes: tonic::service::Routes::new(grpc::server(self.state)),
             database: Some(database),
+            prepare: self.prepare,
+            beside: consumer.into_iter().collect(),
+            ..GrpcService::new(
+                grpc::SERVICE_NAME,
+                tonic::service::Routes::new(grpc::server(self.state)),
+            )
         };
-        souk_shared::grpc::serve_with(service, listener, shutdown, consumer.into_iter().collect())
-            .await
+        souk_shared::grpc::serve(service, listener, shutdown).await
     }
 }

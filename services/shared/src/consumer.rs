@@ -142,22 +142,22 @@ pub struct Participation {
 }
 
 impl Participation {
-    /// Starts consuming, in the background until `shutdown`, the `events` that `handler`
-    /// handles, as the durable consumer `name`.
-    pub fn spawn(
+    /// Consumes, until `shutdown`, the `events` that `handler` handles, as the durable consumer
+    /// `name`: a task to run beside the service's server once its database is ready.
+    pub fn consume(
         self,
         pool: PgPool,
         name: &'static str,
         events: &'static [&'static str],
         handler: Arc<dyn Handler>,
         shutdown: &Shutdown,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> crate::grpc::Task<()> {
         let config = ConsumerConfig {
             name,
             events,
             max_deliver: self.max_deliver,
         };
-        tokio::spawn(run(
+        Box::pin(run(
             self.bus,
             pool,
             config,

@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 
 use crate::db::quote_ident;
 
+pub mod pg;
+
 /// The server tests create their databases on (`SOUK_TEST_DATABASE_URL`, or the local one).
 pub fn server_url() -> String {
     std::env::var("SOUK_TEST_DATABASE_URL")

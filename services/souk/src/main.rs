@@ -477,6 +477,9 @@ async fn serve_metrics(
     Ok(())
 }
 
+/// Runs one service. Nothing here waits for its database (nor for NATS): the port answers at
+/// once, liveness `SERVING` and readiness `NOT_SERVING` until the database is ready, so that a
+/// pod whose database comes late is kept out of rotation, not restarted.
 async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     args.database.check()?;
     args.service_databases.check()?;
@@ -502,7 +505,7 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
     let (name, serve): (&str, ServeFn) = match args.service {
         Service::User => {
             let keys = keys(&args.jwt, false)?;
-            let service = souk_user::UserService::start(souk_user::Settings {
+            let service = souk_user::UserService::new(souk_user::Settings {
                 database: location("user"),
                 signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
@@ -517,12 +520,11 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             )
         }
         Service::Product => {
-            let service = souk_product::ProductService::start(souk_product::Settings {
+            let service = souk_product::ProductService::new(souk_product::Settings {
                 database: location("product"),
                 shop: shop.clone(),
                 verifier: verifier(&args.jwt, "the product service")?,
-            })
-            .await?
+            })?
             .with_events(bus().await?, args.nats.max_deliver, consumers);
             // Its relayer is a sidecar: it hears of new events by NOTIFY.
             tokio::spawn(outbox::forward_hints(
@@ -535,12 +537,11 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             )
         }
         Service::Cart => {
-            let service = souk_cart::CartService::start(souk_cart::Settings {
+            let service = souk_cart::CartService::new(souk_cart::Settings {
                 database: location("cart"),
                 verifier: verifier(&args.jwt, "the cart service")?,
                 product_url: args.product_url,
-            })
-            .await?
+            })?
             .with_events(bus().await?, args.nats.max_deliver, consumers);
             (
                 "cart",
@@ -548,12 +549,11 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             )
         }
         Service::Payment => {
-            let service = souk_payment::PaymentService::start(souk_payment::Settings {
+            let service = souk_payment::PaymentService::new(souk_payment::Settings {
                 database: location("payment"),
                 verifier: verifier(&args.jwt, "the payment service")?,
                 decline_above_cents: args.checkout.payment_decline_above_cents,
-            })
-            .await?;
+            })?;
             (
                 "payment",
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
@@ -563,7 +563,7 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             let keys = keys(&args.jwt, false)?;
             let saga_metrics = souk_order::SagaMetrics::default();
             saga_metrics.register(&mut registry);
-            let service = souk_order::OrderService::start(souk_order::Settings {
+            let service = souk_order::OrderService::new(souk_order::Settings {
                 database: location("order"),
                 bus: bus().await?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
@@ -577,8 +577,7 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
                 max_deliver: args.nats.max_deliver,
                 saga_metrics,
                 consumer_metrics: consumers,
-            })
-            .await?;
+            })?;
             tokio::spawn(outbox::forward_hints(
                 service.pool().clone(),
                 shutdown.clone(),

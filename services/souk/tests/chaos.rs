@@ -23,11 +23,13 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use souk_shared::config::ShopName;
+use souk_shared::{
+    config::ShopName,
+    testing::pg::{self, free_port},
+};
 use sqlx::{Connection as _, PgConnection};
 use tokio::process::{Child, Command};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const SHOP: &str = "chaos";
 const SERVICES: &[&str] = &["user", "product", "cart", "payment", "order"];
 const FAULT_POINTS: &[&str] = &[
@@ -55,13 +57,6 @@ impl Rng {
     fn chance(&self, percent: u64) -> bool {
         self.below(100) < percent
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// One process of the shop: how to start it, and what runs now.
@@ -397,93 +392,22 @@ impl ParseChecked for ShopName {
 /// program is missing.
 async fn build_cluster() -> Cluster {
     let nats_server = souk_shared::testing::nats_server_binary();
-    let pg_bin =
-        PathBuf::from(std::env::var("SOUK_CHAOS_PG_BIN").unwrap_or_else(|_| PG_BIN.into()));
-    for program in [pg_bin.join("initdb"), pg_bin.join("postgres")] {
-        assert!(
-            program.exists(),
-            "{} is not installed: run scripts/setup (or set SOUK_CHAOS_PG_BIN)",
-            program.display()
-        );
+    if let Err(reason) = pg::installed() {
+        panic!("{reason}");
     }
     let dir = std::env::temp_dir().join(format!("souk-chaos-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(dir.join("logs")).expect("temp dir");
-    // PostgreSQL refuses to run as root: as root, its programs run as the `postgres` user.
-    let as_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
-    let pg_program = |name: &str| -> (PathBuf, Vec<String>) {
-        if as_root {
-            let mut args = [
-                "--reuid=postgres",
-                "--regid=postgres",
-                "--init-groups",
-                "--",
-            ]
-            .map(String::from)
-            .to_vec();
-            args.push(pg_bin.join(name).to_string_lossy().into());
-            (PathBuf::from("setpriv"), args)
-        } else {
-            (pg_bin.join(name), Vec::new())
-        }
-    };
-    if as_root {
-        std::fs::create_dir_all(dir.join("pg")).expect("pg dir");
-        let chown = std::process::Command::new("chown")
-            .args(["-R", "postgres", &dir.to_string_lossy()])
-            .status()
-            .expect("chown");
-        assert!(chown.success(), "chown failed");
-    }
-    let (initdb_program, mut initdb_args) = pg_program("initdb");
-    initdb_args.extend(
-        [
-            "-D",
-            &dir.join("pg").to_string_lossy(),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-        ]
-        .map(String::from),
-    );
-    let initdb = std::process::Command::new(initdb_program)
-        .args(initdb_args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("initdb");
-    assert!(initdb.success(), "initdb failed");
-    let pg_port = free_port();
+    // The suite runs the server itself (a process it kills at random); the data stay in `dir`.
+    let postgres = pg::PgServer::init(&dir).expect("PostgreSQL cluster");
+    let pg_port = postgres.port();
     let nats_port = free_port();
     let log = |name: &str| dir.join("logs").join(format!("{name}.log"));
-    let (postgres_program, postgres_args) = pg_program("postgres");
+    let (postgres_program, postgres_args) = postgres.server_command(&[]);
     let mut procs = vec![
         Proc {
             name: "postgres".into(),
             program: postgres_program,
-            args: postgres_args
-                .into_iter()
-                .chain(
-                    [
-                        "-D",
-                        &dir.join("pg").to_string_lossy(),
-                        "-p",
-                        &pg_port.to_string(),
-                        "-k",
-                        &dir.to_string_lossy(),
-                        "-c",
-                        "listen_addresses=127.0.0.1",
-                        "-c",
-                        "fsync=off",
-                        "-c",
-                        "max_connections=400",
-                    ]
-                    .map(String::from),
-                )
-                .collect(),
+            args: postgres_args,
             env: vec![],
             group: true,
             child: None,

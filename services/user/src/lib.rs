@@ -2,7 +2,8 @@
 //!
 //! `UserService::start` connects to its database (running the embedded migrations) and makes
 //! sure the configured admin account exists; `UserService::serve` then answers gRPC on the given
-//! listener until shutdown.
+//! listener until shutdown. `UserService::new` leaves both to `serve`, which answers health
+//! meanwhile (what `souk serve user` does).
 
 mod domain;
 mod grpc;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 use souk_shared::{
     Shutdown,
     config::Secret,
-    db::{self, DatabaseLocation},
-    grpc::GrpcService,
+    db::{self, Database, DatabaseLocation},
+    grpc::{GrpcService, Preparation},
     jwt::{Signer, Verifier},
 };
 use tokio::net::TcpListener;
@@ -49,27 +50,54 @@ pub struct Settings {
 /// The default lifetime of a refresh token: 30 days.
 pub const DEFAULT_REFRESH_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
-/// A started user service: database ready, admin account in place.
+/// A user service; its database and admin account are made ready by `start`, or by `serve`
+/// while it already answers health.
 #[derive(Debug)]
 pub struct UserService {
     state: Arc<grpc::State>,
+    /// Readies the database and the admin account; `None` once done.
+    prepare: Option<Preparation>,
 }
 
 impl UserService {
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let pool = db::connect(&settings.database, &MIGRATOR).await?;
+    /// The service, its database not reached yet (the settings checked, the hasher made):
+    /// `serve` answers health at once and its calls once the database and the admin account are
+    /// ready.
+    pub async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let admin = settings
+            .admin
+            .as_ref()
+            .map(|admin| {
+                let email = Email::parse(&admin.email)
+                    .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_EMAIL: {err}"))?;
+                let password = Password::parse(admin.password.expose())
+                    .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_PASSWORD: {err}"))?;
+                anyhow::Ok((email, password))
+            })
+            .transpose()?;
+        let database = Database::new(&settings.database, &MIGRATOR)?;
+        let pool = database.pool().clone();
         let hasher = password::Hasher::new(settings.hash_limits).await?;
         let sessions = sessions::Sessions::new(pool.clone(), settings.refresh_ttl);
         let store = store::Store::new(pool);
-        if let Some(admin) = &settings.admin {
-            let email = Email::parse(&admin.email)
-                .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_EMAIL: {err}"))?;
-            let password = Password::parse(admin.password.expose())
-                .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_PASSWORD: {err}"))?;
-            let hash = hasher.hash(password).await?;
-            store.ensure_admin(&email, &hash).await?;
-            tracing::info!(email = email.as_str(), "admin account ready");
-        }
+        let prepare = Preparation::new({
+            let (store, hasher) = (store.clone(), hasher.clone());
+            async move {
+                database.prepare().await?;
+                if let Some((email, password)) = admin {
+                    let hash = hasher.hash(password).await?;
+                    db::retry("make sure of the admin account", || async {
+                        store
+                            .ensure_admin(&email, &hash)
+                            .await
+                            .map_err(anyhow::Error::from)
+                    })
+                    .await?;
+                    tracing::info!(email = email.as_str(), "admin account ready");
+                }
+                Ok(())
+            }
+        });
         Ok(Self {
             state: Arc::new(grpc::State {
                 store,
@@ -78,15 +106,28 @@ impl UserService {
                 signer: settings.signer,
                 verifier: settings.verifier,
             }),
+            prepare: Some(prepare),
         })
     }
 
+    /// The service with its database and admin account ready (waiting for the database as long
+    /// as it takes).
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let mut service = Self::new(settings).await?;
+        if let Some(prepare) = service.prepare.take() {
+            prepare.run().await?;
+        }
+        Ok(service)
+    }
+
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let database = self.state.store.pool().clone();
         let service = GrpcService {
-            name: grpc::SERVICE_NAME,
-            routes: tonic::service::Routes::new(grpc::server(self.state)),
-            database: Some(database),
+            database: Some(self.state.store.pool().clone()),
+            prepare: self.prepare,
+            ..GrpcService::new(
+                grpc::SERVICE_NAME,
+                tonic::service::Routes::new(grpc::server(self.state)),
+            )
         };
         souk_shared::grpc::serve(service, listener, shutdown).await
     }
