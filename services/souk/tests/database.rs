@@ -2,6 +2,7 @@
 //! serve <service>` on a PostgreSQL cluster of the test's own (`souk_shared::testing::pg`), which
 //! the test starts, stops and promotes. NATS is a port where nothing listens: no service waits
 //! for it.
+
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use souk_protos::v1::{
