@@ -1202,3 +1202,110 @@ fn of_two_operators_one_reconciles_and_the_other_takes_over_within_the_lease() {
     let a_log = a.log();
     assert!(a_log.contains("became the leader"), "{a_log}");
 }
+
+// gRPC balancing ------------------------------------------------------------------------------
+
+/// The plain values of the environment of a Deployment's first container.
+fn env_of(ns: &Namespace, deployment: &str) -> Vec<(String, String)> {
+    let deployment = ns
+        .get(&format!("deployment/{deployment}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|var| {
+            Some((
+                var["name"].as_str()?.to_owned(),
+                var["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a control plane: scripts/cluster-test"]
+fn callers_are_given_headless_grpc_services_that_list_every_replica() {
+    let cluster = cluster();
+    let ns = Namespace::new("headless");
+    let _operator = Operator::start(&cluster, &ns);
+    let mut shop = small_shop(&ns, "spread");
+    shop["spec"]["services"] = json!({"product": {"replicas": 3}, "cart": {"replicas": 2}});
+    ok(ns.apply(&shop.to_string()));
+    ns.wait_ready("spread");
+
+    let callers = [
+        ("gateway", &["user", "product", "cart", "order"][..]),
+        ("order", &["product", "cart", "payment"][..]),
+    ];
+    for (caller, peers) in callers {
+        let env = env_of(&ns, &format!("spread-{caller}"));
+        for &peer in peers {
+            let setting = souk_contract::env::service_url(peer).expect("a gRPC service");
+            let url = env
+                .iter()
+                .find(|(name, _)| name == setting)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_else(|| panic!("{caller} has no {setting}: {env:?}"));
+            let (host, port) = url
+                .strip_prefix("http://")
+                .and_then(|rest| rest.rsplit_once(':'))
+                .unwrap_or_else(|| panic!("{setting}={url} is not http://host:port"));
+            assert_eq!(
+                port,
+                souk_contract::port::GRPC.to_string(),
+                "{setting}={url}"
+            );
+            let service = ns
+                .get(&format!("service/{host}"))
+                .unwrap_or_else(|e| panic!("{caller}'s {setting}={url}: no such Service: {e}"));
+            assert_eq!(
+                service["spec"]["clusterIP"], "None",
+                "{caller}'s {setting}={url}: the Service must be headless, so the name resolves \
+                 to every replica"
+            );
+            // The cluster DNS answers a headless name with the ready addresses of its
+            // EndpointSlices: one per ready replica of the peer.
+            let replicas = ok(ns.kubectl(&[
+                "get",
+                &format!("deployment/spread-{peer}"),
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ]));
+            let addresses = wait_until(
+                &format!("{host} lists every ready replica of {peer}"),
+                Duration::from_secs(60),
+                || {
+                    let slices = json_of(&ns.kubectl(&[
+                        "get",
+                        "endpointslices",
+                        "-l",
+                        &format!("kubernetes.io/service-name={host}"),
+                        "-o",
+                        "json",
+                    ])?);
+                    let mut ready: Vec<String> = slices["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                        .filter(|e| e["conditions"]["ready"] == true)
+                        .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                        .filter_map(|a| a.as_str().map(str::to_owned))
+                        .collect();
+                    ready.sort();
+                    ready.dedup();
+                    if ready.len().to_string() == replicas {
+                        Ok(ready)
+                    } else {
+                        Err(format!("{ready:?}, {replicas} ready replicas"))
+                    }
+                },
+            );
+            eprintln!(
+                "{caller} → {setting}={url}: {} addresses {addresses:?}",
+                addresses.len()
+            );
+        }
+    }
+}
