@@ -6,6 +6,8 @@
 //! Each replica serves the health service under its own name, so a health check for replica
 //! A's name tells who answered: A says `SERVING`, B says `NOT_FOUND`.
 
+#![allow(clippy::print_stdout, reason = "the test prints how the calls spread")]
+
 use std::{
     io,
     net::SocketAddr,
