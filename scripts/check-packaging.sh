@@ -17,9 +17,13 @@
 # 5. operator-      the chart's ClusterRole/Role = the RBAC table in operator/src/lib.rs's header;
 #    contract       every flag and environment variable the chart gives the operator is declared by
 #                   its CLI (operator/src/main.rs)
-# 6. shellcheck     scripts/*.sh, scripts/{setup,test,up}, tests/e2e-kind, .ci/run
+# 6. shellcheck     scripts/*.sh, scripts/{setup,test,up,cluster-test}, tests/e2e-kind,
+#                   tests/cluster/{build,up,down}, tests/skaffold/build, .ci/run
 # 7. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
 # 8. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
+# 9. skaffold       the real skaffold (tests/skaffold/build: pinned, cached; needs Go) reads
+#                   skaffold.yaml (`skaffold diagnose`) and renders it offline, bare and with the
+#                   kind profile: the operator and the Shop get the images of the tag it is given
 # Ends with "packaging: N checks passed, M failed" (worded so it is not read as a test-runner
 # count); exits non-zero when any check failed.
 set -euo pipefail
@@ -67,7 +71,7 @@ elif ! "$k8s_validate" --skaffold skaffold.yaml --crds "$crd_dir" --cr helm/exam
 # so the schema rejects a key that skaffold misspells.
 elif ! py - skaffold.yaml >"$work/skaffold-values.yaml" <<'EOF'; then
 import re, sys, yaml
-release = yaml.safe_load(open(sys.argv[1]))["deploy"]["helm"]["releases"][0]
+release = yaml.safe_load(open(sys.argv[1]))["manifests"]["helm"]["releases"][0]
 flat = dict(release.get("setValues") or {})
 for key, template in (release.get("setValueTemplates") or {}).items():
     value = re.sub(r"\{\{\s*\.IMAGE_REPO_(\w+)\s*\}\}", lambda m: m.group(1).replace("_", "-"), template)
@@ -121,12 +125,12 @@ check({"souk", "souk-operator"} <= stages, f"Dockerfile targets souk and souk-op
 sk = yaml.safe_load(open("skaffold.yaml"))
 arts = {a["image"]: a.get("docker", {}).get("target") for a in sk["build"]["artifacts"]}
 check(arts == {"souk": "souk", "souk-operator": "souk-operator"}, f"skaffold artifacts = Dockerfile targets ({arts})")
-tmpl = sk["deploy"]["helm"]["releases"][0].get("setValueTemplates", {})
+tmpl = sk["manifests"]["helm"]["releases"][0].get("setValueTemplates", {})
 check(tmpl.get("image.repository") == "{{.IMAGE_REPO_souk_operator}}"
       and tmpl.get("image.tag") == "{{.IMAGE_TAG_souk_operator}}", "skaffold sets the operator image from artifact souk-operator")
 check(tmpl.get("shop.image.repository") == "{{.IMAGE_REPO_souk}}"
       and tmpl.get("shop.image.tag") == "{{.IMAGE_TAG_souk}}", "skaffold sets the Shop image from artifact souk")
-check(sk["deploy"]["helm"]["releases"][0].get("chartPath") == "helm/souk", "skaffold deploys helm/souk")
+check(sk["manifests"]["helm"]["releases"][0].get("chartPath") == "helm/souk", "skaffold deploys helm/souk")
 
 # The chart's defaults, as rendered.
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
@@ -298,7 +302,8 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 section "shellcheck"
-scripts=(scripts/*.sh scripts/setup scripts/test scripts/up tests/e2e-kind)
+scripts=(scripts/*.sh scripts/setup scripts/test scripts/up scripts/cluster-test tests/e2e-kind tests/cluster/build
+  tests/cluster/up tests/cluster/down tests/skaffold/build)
 [[ -f .ci/run ]] && scripts+=(.ci/run)
 if ! command -v shellcheck >/dev/null 2>&1; then
   fail shellcheck "shellcheck is not installed (scripts/install-tools.sh)"
@@ -350,6 +355,58 @@ elif "$hadolint" --failure-threshold warning Dockerfile; then
   pass "hadolint ($("$hadolint" --version))"
 else
   fail hadolint "see above"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "skaffold: the real skaffold reads and renders skaffold.yaml offline"
+# `dev` and `run` need Docker; `diagnose --yaml-only` (the config as skaffold resolves it) and
+# `render` (helm template with the releases' values and image tags) run without it. Skaffold's
+# own settings live in a scratch HOME: no telemetry, no update check.
+skaffold_home=$work/skaffold-home
+mkdir -p "$skaffold_home"
+sk() { HOME=$skaffold_home PATH=$(dirname "$helm"):$PATH "$skaffold" "$@"; }
+if ! skaffold=$(tests/skaffold/build); then
+  fail skaffold "tests/skaffold/build failed"
+elif [[ ! -x $helm ]]; then
+  fail skaffold "no helm binary"
+elif ! sk config set --global collect-metrics false >/dev/null || ! sk config set --global update-check false >/dev/null; then
+  fail skaffold "skaffold config set failed"
+else
+  skaffold_failed=()
+  for profile in "" kind; do
+    args=(${profile:+--profile "$profile"})
+    label=${profile:-default}
+    if ! sk diagnose --yaml-only "${args[@]}" >"$work/skaffold-diagnose.yaml" 2>"$work/skaffold.err"; then
+      cat "$work/skaffold.err"
+      skaffold_failed+=("diagnose ($label)")
+    elif ! sk render "${args[@]}" --offline --digest-source=tag --tag check-0123 \
+        >"$work/skaffold-render.yaml" 2>"$work/skaffold.err"; then
+      cat "$work/skaffold.err"
+      skaffold_failed+=("render ($label)")
+    elif ! py - "$work/skaffold-render.yaml" <<'EOF'; then
+import sys, yaml
+objects = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
+bad = []
+operator = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "souk-operator"]
+images = [c["image"] for o in operator for c in o["spec"]["template"]["spec"]["containers"]]
+if images != ["souk-operator:check-0123"]:
+    bad.append(f"the operator Deployment's images are {images}, not souk-operator:check-0123")
+shops = [o for o in objects if o["kind"] == "Shop"]
+image = shops[0]["spec"].get("image", {}) if len(shops) == 1 else None
+if image is None or (image.get("repository"), image.get("tag")) != ("souk", "check-0123"):
+    bad.append(f"the Shop's image is {image}, not souk:check-0123 ({len(shops)} Shops)")
+for line in bad:
+    print("FAIL", line)
+sys.exit(1 if bad else 0)
+EOF
+      skaffold_failed+=("rendered images ($label)")
+    fi
+  done
+  if ((${#skaffold_failed[@]})); then
+    fail skaffold "${skaffold_failed[*]}"
+  else
+    pass "skaffold ($("$skaffold" version): diagnose and render, default and kind profiles)"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -158,9 +158,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = election.acquire() => {}
             () = stopped() => return finish(server).await,
         }
+        // `biased`: the renew deadline is looked at first. A leader that wakes from a pause
+        // (a frozen VM, SIGSTOP) past its deadline finds its watches full of news too; polled
+        // first, the controller could send a write before `keep` had a say.
         let result = tokio::select! {
-            result = souk_operator::controller::run(client, args.watch_namespace.as_deref(), metrics, args.pod_name, stopped()) => result,
+            biased;
             () = election.keep() => Err(anyhow::anyhow!("lost the leader Lease; exiting so a new leader takes over")),
+            result = souk_operator::controller::run(client, args.watch_namespace.as_deref(), metrics, args.pod_name, stopped()) => result,
         };
         election.release().await;
         result

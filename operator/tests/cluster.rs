@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 /// How long a shop may take to become Ready on the simulated node.
@@ -234,6 +235,18 @@ impl Operator {
     }
 
     fn start_with(cluster: &Cluster, ns: &Namespace, args: &[&str], log_name: &str) -> Self {
+        let kubeconfig = cluster.dir.join("operator.kubeconfig");
+        Self::start_as(cluster, ns, args, log_name, &kubeconfig)
+    }
+
+    /// Like `start_with`, with the credentials of `kubeconfig`.
+    fn start_as(
+        cluster: &Cluster,
+        ns: &Namespace,
+        args: &[&str],
+        log_name: &str,
+        kubeconfig: &Path,
+    ) -> Self {
         let log = cluster
             .dir
             .join("logs")
@@ -242,7 +255,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_souk-operator"))
             .args(["--watch-namespace", &ns.name, "--http-addr", "127.0.0.1:0"])
             .args(args)
-            .env("KUBECONFIG", cluster.dir.join("operator.kubeconfig"))
+            .env("KUBECONFIG", kubeconfig)
             .env("SOUK_LOG", "info,souk_operator=debug")
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")
@@ -1201,4 +1214,321 @@ fn of_two_operators_one_reconciles_and_the_other_takes_over_within_the_lease() {
     b.stop();
     let a_log = a.log();
     assert!(a_log.contains("became the leader"), "{a_log}");
+}
+
+// gRPC balancing ------------------------------------------------------------------------------
+
+/// The plain values of the environment of a Deployment's first container.
+fn env_of(ns: &Namespace, deployment: &str) -> Vec<(String, String)> {
+    let deployment = ns
+        .get(&format!("deployment/{deployment}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|var| {
+            Some((
+                var["name"].as_str()?.to_owned(),
+                var["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a control plane: scripts/cluster-test"]
+fn callers_are_given_headless_grpc_services_that_list_every_replica() {
+    let cluster = cluster();
+    let ns = Namespace::new("headless");
+    let _operator = Operator::start(&cluster, &ns);
+    let mut shop = small_shop(&ns, "spread");
+    shop["spec"]["services"] = json!({"product": {"replicas": 3}, "cart": {"replicas": 2}});
+    ok(ns.apply(&shop.to_string()));
+    ns.wait_ready("spread");
+
+    let callers = [
+        ("gateway", &["user", "product", "cart", "order"][..]),
+        ("order", &["product", "cart", "payment"][..]),
+    ];
+    for (caller, peers) in callers {
+        let env = env_of(&ns, &format!("spread-{caller}"));
+        for &peer in peers {
+            let setting = souk_contract::env::service_url(peer).expect("a gRPC service");
+            let url = env
+                .iter()
+                .find(|(name, _)| name == setting)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_else(|| panic!("{caller} has no {setting}: {env:?}"));
+            let (host, port) = url
+                .strip_prefix("http://")
+                .and_then(|rest| rest.rsplit_once(':'))
+                .unwrap_or_else(|| panic!("{setting}={url} is not http://host:port"));
+            assert_eq!(
+                port,
+                souk_contract::port::GRPC.to_string(),
+                "{setting}={url}"
+            );
+            let service = ns
+                .get(&format!("service/{host}"))
+                .unwrap_or_else(|e| panic!("{caller}'s {setting}={url}: no such Service: {e}"));
+            assert_eq!(
+                service["spec"]["clusterIP"], "None",
+                "{caller}'s {setting}={url}: the Service must be headless, so the name resolves \
+                 to every replica"
+            );
+            // The cluster DNS answers a headless name with the ready addresses of its
+            // EndpointSlices: one per ready replica of the peer.
+            let replicas = ok(ns.kubectl(&[
+                "get",
+                &format!("deployment/spread-{peer}"),
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ]));
+            let addresses = wait_until(
+                &format!("{host} lists every ready replica of {peer}"),
+                Duration::from_secs(60),
+                || {
+                    let slices = json_of(&ns.kubectl(&[
+                        "get",
+                        "endpointslices",
+                        "-l",
+                        &format!("kubernetes.io/service-name={host}"),
+                        "-o",
+                        "json",
+                    ])?);
+                    let mut ready: Vec<String> = slices["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                        .filter(|e| e["conditions"]["ready"] == true)
+                        .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                        .filter_map(|a| a.as_str().map(str::to_owned))
+                        .collect();
+                    ready.sort();
+                    ready.dedup();
+                    if ready.len().to_string() == replicas {
+                        Ok(ready)
+                    } else {
+                        Err(format!("{ready:?}, {replicas} ready replicas"))
+                    }
+                },
+            );
+            eprintln!(
+                "{caller} → {setting}={url}: {} addresses {addresses:?}",
+                addresses.len()
+            );
+        }
+    }
+}
+
+/// A kubeconfig of its own for an operator, with a new token of the chart's ServiceAccount, and
+/// the token's id (`jti`): the API server's audit log names it as the credential of every
+/// request made with the token, which tells the writes of two operators apart.
+fn own_credentials(cluster: &Cluster, name: &str) -> (PathBuf, String) {
+    let account = ok(kubectl(&[
+        "-n",
+        "souk-system",
+        "get",
+        "deployment/souk-operator",
+        "-o",
+        "jsonpath={.spec.template.spec.serviceAccountName}",
+    ]));
+    let token = ok(kubectl(&[
+        "-n",
+        "souk-system",
+        "create",
+        "token",
+        &account,
+        "--duration",
+        "1h",
+    ]))
+    .trim()
+    .to_owned();
+    let base = cluster.dir.join("operator.kubeconfig");
+    let mut config: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display())),
+    )
+    .expect("operator.kubeconfig is YAML");
+    config["users"][0]["user"] = json!({"token": token});
+    let path = cluster.dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, config.to_string()).expect("write a kubeconfig");
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims = json_of(&String::from_utf8(base64url(payload)).expect("UTF-8 claims"));
+    let jti = claims["jti"]
+        .as_str()
+        .expect("the token has an id")
+        .to_owned();
+    (path, jti)
+}
+
+fn base64url(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {text}"),
+        }
+    };
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0u32);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        acc = (acc << 6) | value(c);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// One write the API server answered, from its audit log.
+#[derive(Debug)]
+struct Write {
+    received: Timestamp,
+    completed: Timestamp,
+    what: String,
+}
+
+/// Every write made with the token `jti`, in the order the API server received them.
+fn writes_by(jti: &str) -> Vec<Write> {
+    let path = std::env::var("SOUK_CLUSTER_AUDIT_LOG")
+        .expect("SOUK_CLUSTER_AUDIT_LOG is unset: run the cluster suite with scripts/cluster-test");
+    let log = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let credential = format!("JTI={jti}");
+    let time = |event: &Value, field: &str| -> Timestamp {
+        event[field]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("audit event without {field}: {event}"))
+    };
+    let mut writes: Vec<Write> = log
+        .lines()
+        .map(json_of)
+        .filter(|event| {
+            event["user"]["extra"]["authentication.kubernetes.io/credential-id"][0] == credential
+        })
+        .map(|event| Write {
+            received: time(&event, "requestReceivedTimestamp"),
+            completed: time(&event, "stageTimestamp"),
+            what: format!(
+                "{} {}/{} → {}",
+                event["verb"].as_str().unwrap_or_default(),
+                event["objectRef"]["resource"].as_str().unwrap_or_default(),
+                event["objectRef"]["name"].as_str().unwrap_or_default(),
+                event["responseStatus"]["code"]
+            ),
+        })
+        .collect();
+    writes.sort_by_key(|w| w.received);
+    writes
+}
+
+#[test]
+#[ignore = "needs a control plane: scripts/cluster-test"]
+fn two_operators_never_write_at_once_even_when_the_leader_freezes() {
+    let cluster = cluster();
+    let ns = Namespace::new("frozen-leader");
+    let lease = ns.name.clone();
+    let start = |identity: &str| {
+        let name = format!("{}-{identity}", ns.name);
+        let (kubeconfig, jti) = own_credentials(&cluster, &name);
+        let args = [
+            "--leader-elect",
+            "--lease-name",
+            &lease,
+            "--lease-namespace",
+            "souk-system",
+            "--pod-name",
+            identity,
+        ];
+        let operator = Operator::start_as(&cluster, &ns, &args, &name, &kubeconfig);
+        (operator, jti)
+    };
+    let (mut a, a_token) = start("operator-a");
+    wait_until(
+        "operator-a leads",
+        Duration::from_secs(30),
+        || match lease_holder(&lease) {
+            Some(h) if h == "operator-a" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let (mut b, b_token) = start("operator-b");
+    ok(ns.apply(&small_shop(&ns, "frozen").to_string()));
+    ns.wait_ready("frozen");
+
+    // The leader freezes (a paused VM, a stalled node): alive, its state and its connections
+    // kept, renewing nothing. A change waits for whoever leads.
+    let pid = a.child.id().to_string();
+    ok(run("kill", &["-s", "STOP", &pid], None));
+    let frozen = Timestamp::now();
+    patch_shop(&ns, "frozen", &json!({"spec": {"tokenTtlSeconds": 1500}}));
+    wait_until(
+        "operator-b leads",
+        Duration::from_secs(30),
+        || match lease_holder(&lease) {
+            Some(h) if h == "operator-b" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    ns.wait_condition("frozen", "Ready", "True");
+
+    // The old leader wakes up to a world that moved on (its watches deliver what operator-b
+    // did): it must see that it has not renewed within its renew deadline and stop, writing
+    // nothing.
+    let resumed = Timestamp::now();
+    ok(run("kill", &["-s", "CONT", &pid], None));
+    let exit = wait_until("operator-a stops", Duration::from_secs(30), || {
+        a.child
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_owned())
+    });
+    // More work for the leader, to be sure the log has operator-b's writes after a woke up.
+    patch_shop(&ns, "frozen", &json!({"spec": {"tokenTtlSeconds": 1600}}));
+    ns.wait_condition("frozen", "Ready", "True");
+    b.stop();
+
+    let (a_writes, b_writes) = (writes_by(&a_token), writes_by(&b_token));
+    let (Some(a_last), Some(b_first)) = (a_writes.last(), b_writes.first()) else {
+        panic!("both operators wrote: a {a_writes:#?}, b {b_writes:#?}");
+    };
+    let gap = b_first.received.duration_since(a_last.completed);
+    eprintln!(
+        "operator-a: {} writes, the last ({}) completed at {}; frozen at {frozen}, resumed at \
+         {resumed}, then exited ({exit})",
+        a_writes.len(),
+        a_last.what,
+        a_last.completed
+    );
+    eprintln!(
+        "operator-b: {} writes, the first ({}) received at {}: {gap:#} after operator-a's last \
+         (lease {} s, renew deadline {} s)",
+        b_writes.len(),
+        b_first.what,
+        b_first.received,
+        souk_operator::leader::LEASE_DURATION.as_secs(),
+        souk_operator::leader::RENEW_DEADLINE.as_secs()
+    );
+    let late: Vec<&Write> = a_writes.iter().filter(|w| w.received >= resumed).collect();
+    assert!(
+        late.is_empty(),
+        "operator-a wrote after it woke up at {resumed}: {late:#?}"
+    );
+    assert!(
+        a_last.completed < b_first.received,
+        "the two operators' writes overlap: operator-a's last {a_last:?}, operator-b's first \
+         {b_first:?}"
+    );
+    assert!(
+        b.log().contains("became the leader"),
+        "operator-b took over: {}",
+        b.log()
+    );
 }

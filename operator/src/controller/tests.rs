@@ -67,6 +67,11 @@ async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
         server
             .expect_apply("Service", &format!("demo-{service}"), rollout)
             .await;
+        if service != "gateway" {
+            server
+                .expect_apply("Service", &format!("demo-{service}-grpc"), rollout)
+                .await;
+        }
         server
             .expect_apply("Deployment", &format!("demo-{service}"), rollout)
             .await;
@@ -414,6 +419,11 @@ async fn a_database_switched_to_external_keeps_its_postgres_scaled_to_zero() {
             server
                 .expect_apply("Service", &format!("demo-{service}"), Rollout::Ready)
                 .await;
+            if service != "gateway" {
+                server
+                    .expect_apply("Service", &format!("demo-{service}-grpc"), Rollout::Ready)
+                    .await;
+            }
             server
                 .expect_apply("Deployment", &format!("demo-{service}"), Rollout::Ready)
                 .await;

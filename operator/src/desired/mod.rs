@@ -128,6 +128,9 @@ pub fn desired(shop: &Shop) -> Result<Desired, SpecError> {
     }
     for service in Component::ALL {
         children.push(Child::Service(services::service(shop, service)));
+        if service != Component::Gateway {
+            children.push(Child::Service(services::grpc_service(shop, service)));
+        }
         children.push(Child::Deployment(services::deployment(shop, service)));
     }
     if let Some(ingress) = gateway::ingress(shop) {
@@ -293,6 +296,11 @@ pub mod names {
     /// `<shop>-<service>`: the Deployment and Service of a service.
     pub fn service(shop: &Shop, service: Component) -> String {
         format!("{}-{service}", shop.name_any())
+    }
+
+    /// `<shop>-<service>-grpc`: the headless Service of a gRPC service, that its callers use.
+    pub fn grpc_service(shop: &Shop, service: Component) -> String {
+        format!("{}-{service}-grpc", shop.name_any())
     }
 
     /// `<shop>-<service>-db`: StatefulSet, Service and Secret of a managed database.

@@ -75,6 +75,36 @@ pub fn service(shop: &Shop, service: Component) -> Service {
     }
 }
 
+/// The headless Service of a gRPC service (`<shop>-<service>-grpc`, no cluster IP): its name
+/// resolves to the address of every ready pod, and the callers' channels balance their calls
+/// over those addresses and resolve again as pods come and go (`souk_shared::discovery`). A
+/// gRPC channel is one HTTP/2 connection, and a ClusterIP Service balances per connection:
+/// through it, every call of a caller would go to one replica and the others would sit idle.
+///
+/// The ClusterIP Service [`service`] stays beside it: the metrics ports, port-forwards and
+/// people use it, pods of an earlier version call through it during an upgrade, and its cluster
+/// IP cannot be changed to `None` in place.
+pub fn grpc_service(shop: &Shop, service: Component) -> Service {
+    Service {
+        metadata: metadata(shop, names::grpc_service(shop, service), service.name()),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            cluster_ip: Some("None".to_owned()),
+            // Only ready pods: readiness follows the service's database.
+            publish_not_ready_addresses: Some(false),
+            selector: Some(selector(shop, service.name())),
+            ports: Some(vec![service_port("grpc", GRPC_PORT, "grpc")]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// What the other services are told to call `peer` at: its headless Service.
+pub fn grpc_url(shop: &Shop, peer: Component) -> String {
+    format!("http://{}:{GRPC_PORT}", names::grpc_service(shop, peer))
+}
+
 fn service_port(name: &str, port: i32, target: &str) -> ServicePort {
     ServicePort {
         name: Some(name.to_owned()),
@@ -235,7 +265,7 @@ fn service_env(shop: &Shop, service: Component) -> Vec<EnvVar> {
     for peer in Component::WITH_DATABASE {
         vars.push(env(
             settings::service_url(peer.name()).unwrap_or_default(),
-            &format!("http://{}:{GRPC_PORT}", names::service(shop, peer)),
+            &grpc_url(shop, peer),
         ));
     }
     vars.push(env(

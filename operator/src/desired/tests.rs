@@ -85,6 +85,9 @@ fn the_default_shop_needs_everything_in_order() {
     expected.push("StatefulSet/demo-nats".into());
     for service in ["gateway", "user", "product", "cart", "order", "payment"] {
         expected.push(format!("Service/demo-{service}"));
+        if service != "gateway" {
+            expected.push(format!("Service/demo-{service}-grpc"));
+        }
         expected.push(format!("Deployment/demo-{service}"));
     }
     assert_eq!(order, expected);
@@ -202,7 +205,7 @@ fn services_get_the_container_contract() {
         );
         assert_eq!(
             value(main, "SOUK_ORDER_URL").as_deref(),
-            Some("http://demo-order:50051")
+            Some("http://demo-order-grpc:50051")
         );
         assert_eq!(
             value(main, "SOUK_TOKEN_TTL_SECONDS").as_deref(),
@@ -339,6 +342,52 @@ fn services_expose_their_ports() {
     );
     assert_eq!(ports("demo-user-db"), [("postgres".into(), 5432)]);
     assert_eq!(ports("demo-nats")[0], ("client".into(), 4222));
+}
+
+#[test]
+fn each_grpc_service_has_a_headless_service_its_callers_are_given() {
+    let shop = Shop::test();
+    let desired = built(&shop);
+    for peer in Component::WITH_DATABASE {
+        let name = format!("demo-{peer}-grpc");
+        let spec = service(&desired, &name).spec.expect("spec");
+        assert_eq!(
+            spec.cluster_ip.as_deref(),
+            Some("None"),
+            "{name} is headless"
+        );
+        assert_eq!(spec.publish_not_ready_addresses, Some(false), "{name}");
+        assert_eq!(
+            spec.selector,
+            service(&desired, &format!("demo-{peer}"))
+                .spec
+                .and_then(|s| s.selector),
+            "{name} selects the pods of its service"
+        );
+        let ports: Vec<_> = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.port))
+            .collect();
+        assert_eq!(ports, [("grpc".to_owned(), 50051)], "{name}");
+        let setting = souk_contract::env::service_url(peer.name()).expect("a gRPC service");
+        for caller in Component::ALL {
+            let main = &containers(&deployment(&desired, &format!("demo-{caller}")))[0];
+            assert_eq!(
+                value(main, setting).as_deref(),
+                Some(format!("http://{name}:50051").as_str()),
+                "{caller} calls {peer} through its headless Service"
+            );
+        }
+    }
+    assert!(
+        desired
+            .children
+            .iter()
+            .all(|c| c.name() != "demo-gateway-grpc"),
+        "the gateway serves HTTP, not gRPC"
+    );
 }
 
 #[test]

@@ -1,19 +1,20 @@
 //! The product service, as the cart sees it: which products exist, their names, current prices
 //! and stock, for many ids in one `BatchGetProducts` round trip.
 //!
-//! The channel connects lazily and reconnects by itself, so the cart service starts and stays
-//! up while the product service is down; calls then fail fast (1 s to connect) as `Unavailable`.
+//! The channel (the shared one: balanced over every product replica, trace context carried)
+//! connects lazily and reconnects by itself, so the cart service starts and stays up while the
+//! product service is down; calls then fail fast (1 s to connect) as `Unavailable`.
 
 use std::time::Duration;
 
 use souk_protos::v1::{BatchGetProductsRequest, product_service_client::ProductServiceClient};
-use souk_shared::{Error, auth::Caller};
-use tonic::transport::{Channel, Endpoint};
+use souk_shared::{
+    Error, auth::Caller, discovery::Discovery, grpc::channel_with, trace::TracedChannel as Channel,
+};
 use uuid::Uuid;
 
 use crate::domain::{ProductInfo, Products};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
@@ -24,13 +25,9 @@ pub struct Catalog {
 impl Catalog {
     /// A client of the product service at `url` (`http://host:port`); nothing is dialled yet.
     pub fn new(url: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|err| anyhow::anyhow!("SOUK_PRODUCT_URL: invalid URL {url:?}: {err}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true);
+        let channel = channel_with("SOUK_PRODUCT_URL", url, REQUEST_TIMEOUT, Discovery::dns())?;
         Ok(Self {
-            client: ProductServiceClient::new(endpoint.connect_lazy()),
+            client: ProductServiceClient::new(channel),
         })
     }
 

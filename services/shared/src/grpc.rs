@@ -23,7 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::Shutdown;
+use crate::{Shutdown, discovery::Discovery};
 
 /// Work a service does before or beside its server.
 pub type Task<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -332,16 +332,39 @@ async fn watch_database(
     }
 }
 
-/// A channel to another service at `url` (`http://host:port`), connected lazily and reconnected
-/// by itself, so that the caller starts and stays up while the other service is down. Calls
-/// carry the trace context. `setting` names the configuration for error messages.
+/// How long a call to another service may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A channel to another service at `url` (`http://host:port`), balanced over every replica
+/// `host` resolves to (see [`crate::discovery`]), connected lazily and reconnected by itself, so
+/// that the caller starts and stays up while the other service is down. Calls carry the trace
+/// context. `setting` names the configuration for error messages.
 pub fn channel(setting: &str, url: &str) -> anyhow::Result<crate::trace::TracedChannel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|err| anyhow::anyhow!("{setting}: invalid URL {url:?}: {err}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    Ok(crate::trace::traced(endpoint.connect_lazy()))
+    channel_with(setting, url, CALL_TIMEOUT, Discovery::dns())
+}
+
+/// [`channel`] with its calls' timeout and its way of finding the replicas.
+pub fn channel_with(
+    setting: &str,
+    url: &str,
+    timeout: Duration,
+    discovery: Discovery,
+) -> anyhow::Result<crate::trace::TracedChannel> {
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|err| anyhow::anyhow!("{setting}: invalid URL {url:?}: {err}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+        anyhow::bail!("{setting}: {url:?} is not an http://host:port URL");
+    }
+    let configure = move |endpoint: tonic::transport::Endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(timeout)
+            .tcp_nodelay(true)
+    };
+    Ok(crate::trace::traced(crate::discovery::balanced(
+        uri, configure, discovery,
+    )))
 }
 
 #[cfg(test)]

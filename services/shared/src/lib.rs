@@ -10,6 +10,7 @@ pub mod bus_auth;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fault;

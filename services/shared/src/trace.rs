@@ -9,7 +9,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use tonic::{service::Interceptor, transport::Channel};
+use tonic::service::Interceptor;
+
+use crate::discovery::Balanced;
 
 pub const HEADER: &str = "traceparent";
 
@@ -109,9 +111,9 @@ impl Interceptor for Propagate {
 }
 
 /// A channel whose calls carry the trace context.
-pub type TracedChannel = tonic::service::interceptor::InterceptedService<Channel, Propagate>;
+pub type TracedChannel = tonic::service::interceptor::InterceptedService<Balanced, Propagate>;
 
-pub fn traced(channel: Channel) -> TracedChannel {
+pub fn traced(channel: Balanced) -> TracedChannel {
     tonic::service::interceptor::InterceptedService::new(channel, Propagate)
 }
 

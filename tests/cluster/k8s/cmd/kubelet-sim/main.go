@@ -3,7 +3,8 @@
 //
 //   - it registers the Node (schedulable, Ready, with room for many pods) and renews its Lease;
 //   - every pod the scheduler binds to the node is marked Running and Ready, its containers
-//     running (no process starts; probes are not run);
+//     running (no process starts; probes are not run), with an address of its own in 10/8
+//     (nothing listens there; the EndpointSlices of Services list it, as a cluster DNS would);
 //   - a pod being deleted is removed at once, as a kubelet does once its containers stop;
 //   - every unbound PersistentVolumeClaim gets a PersistentVolume made for it, which the
 //     controller-manager's volume controller then binds (a stand-in for a dynamic provisioner);
@@ -20,6 +21,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,6 +88,14 @@ func main() {
 type simulator struct {
 	client kubernetes.Interface
 	node   string
+	// The last pod address handed out (10.0.0.0/8, counted up).
+	lastIP atomic.Uint32
+}
+
+// podIP is a fresh address in 10/8 for a pod.
+func (s *simulator) podIP() string {
+	n := s.lastIP.Add(1)
+	return fmt.Sprintf("10.%d.%d.%d", (n>>16)&0xff, (n>>8)&0xff, n&0xff)
 }
 
 func (s *simulator) register(ctx context.Context) error {
@@ -187,6 +197,11 @@ func (s *simulator) pod(ctx context.Context, pod *corev1.Pod) {
 	updated.Status.Phase = corev1.PodRunning
 	updated.Status.HostIP = "127.0.0.1"
 	updated.Status.HostIPs = []corev1.HostIP{{IP: "127.0.0.1"}}
+	if updated.Status.PodIP == "" {
+		ip := s.podIP()
+		updated.Status.PodIP = ip
+		updated.Status.PodIPs = []corev1.PodIP{{IP: ip}}
+	}
 	updated.Status.StartTime = &now
 	updated.Status.Conditions = []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
