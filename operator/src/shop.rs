@@ -240,6 +240,21 @@ impl Component {
     pub fn has_relayer(self) -> bool {
         matches!(self, Self::Product | Self::Order)
     }
+
+    /// The services it calls over gRPC (`souk serve <service>` reads their URLs, and no others).
+    pub fn calls(self) -> &'static [Component] {
+        match self {
+            Self::Gateway => &[Self::User, Self::Product, Self::Cart, Self::Order],
+            Self::Cart => &[Self::Product],
+            Self::Order => &[Self::Cart, Self::Product, Self::Payment],
+            Self::User | Self::Product | Self::Payment => &[],
+        }
+    }
+
+    /// Whether it uses NATS: it consumes or announces events (the gateway hears the catalog's).
+    pub fn uses_bus(self) -> bool {
+        !matches!(self, Self::User | Self::Payment)
+    }
 }
 
 impl fmt::Display for Component {

@@ -214,15 +214,16 @@ fn service_container(
 /// The relayer sidecar. The service's extra environment is the service container's alone: the
 /// relayer is another program, with its own settings.
 fn relayer_container(shop: &Shop, service: Component) -> Container {
-    let mut env = common_env(shop, &format!("0.0.0.0:{RELAYER_METRICS_PORT}"));
-    env.push(database_url_env(shop, service));
+    let mut vars = common_env(shop, &format!("0.0.0.0:{RELAYER_METRICS_PORT}"));
+    vars.push(env(settings::NATS_URL, &nats_url(shop)));
+    vars.push(database_url_env(shop, service));
     Container {
         name: "relayer".to_owned(),
         image: Some(shop.spec.image.reference()),
         image_pull_policy: Some(shop.spec.image.pull_policy.as_str().to_owned()),
         args: Some(vec![command::RELAY.to_owned(), service.name().to_owned()]),
         ports: Some(vec![container_port("relay-metrics", RELAYER_METRICS_PORT)]),
-        env: Some(env),
+        env: Some(vars),
         resources: Some(default_resources("10m", "32Mi", "128Mi")),
         // The relayer serves only /metrics; a process that stops answering it is restarted.
         liveness_probe: Some(Probe {
@@ -241,13 +242,12 @@ fn relayer_container(shop: &Shop, service: Component) -> Container {
     }
 }
 
-/// What every `souk` process reads: the shop's name, log format, metrics address and NATS.
+/// What every `souk` process reads: the shop's name, log format and metrics address.
 fn common_env(shop: &Shop, metrics_addr: &str) -> Vec<EnvVar> {
     vec![
         env(settings::SHOP_NAME, &shop.name_any()),
         env(settings::LOG_FORMAT, "json"),
         env(settings::METRICS_ADDR, metrics_addr),
-        env(settings::NATS_URL, &nats_url(shop)),
     ]
 }
 
@@ -262,7 +262,10 @@ fn service_env(shop: &Shop, service: Component) -> Vec<EnvVar> {
     if service.has_database() {
         vars.push(database_url_env(shop, service));
     }
-    for peer in Component::WITH_DATABASE {
+    if service.uses_bus() {
+        vars.push(env(settings::NATS_URL, &nats_url(shop)));
+    }
+    for &peer in service.calls() {
         vars.push(env(
             settings::service_url(peer.name()).unwrap_or_default(),
             &grpc_url(shop, peer),
@@ -277,11 +280,11 @@ fn service_env(shop: &Shop, service: Component) -> Vec<EnvVar> {
             settings::JWT_PRIVATE_KEY_FILE,
             &format!("{JWT_DIR}/{}", file::JWT_PRIVATE_KEY),
         ));
+        vars.push(env(
+            settings::TOKEN_TTL_SECONDS,
+            &shop.spec.token_ttl_seconds.to_string(),
+        ));
     }
-    vars.push(env(
-        settings::TOKEN_TTL_SECONDS,
-        &shop.spec.token_ttl_seconds.to_string(),
-    ));
     if service == Component::User
         && let Some(admin) = &shop.spec.admin_secret_name
     {

@@ -214,25 +214,46 @@ impl NatsArgs {
     }
 }
 
-/// The JWT key pair (PEM files). Without them `souk up` generates a development pair.
+/// The public key that access tokens are verified with: every service and the gateway read it.
 #[derive(Debug, Clone, clap::Args)]
-pub struct JwtArgs {
-    /// ES256 private key, PKCS#8 PEM (the user service signs with it).
-    #[arg(long, env = souk_contract::env::JWT_PRIVATE_KEY_FILE)]
-    pub jwt_private_key_file: Option<std::path::PathBuf>,
-
+pub struct PublicKeyArgs {
     /// ES256 public key, SPKI PEM (every service verifies with it).
     #[arg(long, env = souk_contract::env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<std::path::PathBuf>,
+}
+
+/// The private key and the lifetime of the access tokens signed with it: the user service signs
+/// customers' tokens, the order service its own service token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SigningArgs {
+    /// ES256 private key, PKCS#8 PEM (with SOUK_JWT_PUBLIC_KEY_FILE).
+    #[arg(long, env = souk_contract::env::JWT_PRIVATE_KEY_FILE)]
+    pub jwt_private_key_file: Option<std::path::PathBuf>,
 
     /// Lifetime of access tokens, in seconds: a role change or a deleted account takes effect
     /// within it (clients renew with their refresh token).
     #[arg(long, env = souk_contract::env::TOKEN_TTL_SECONDS, default_value = "900", value_parser = parse_seconds)]
     pub token_ttl_seconds: Duration,
+}
 
+/// The lifetime of refresh tokens (the user service's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RefreshArgs {
     /// Lifetime of refresh tokens, in seconds (30 days).
     #[arg(long, env = "SOUK_REFRESH_TOKEN_TTL_SECONDS", default_value = "2592000", value_parser = parse_seconds)]
     pub refresh_token_ttl_seconds: Duration,
+}
+
+/// The JWT key pair (PEM files) and token lifetimes. Without the keys `souk up` generates a
+/// development pair.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JwtArgs {
+    #[command(flatten)]
+    pub public: PublicKeyArgs,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+    #[command(flatten)]
+    pub refresh: RefreshArgs,
 }
 
 #[cfg(test)]

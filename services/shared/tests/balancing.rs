@@ -81,11 +81,7 @@ impl Replica {
     fn start(listener: TcpListener, name: &'static str) -> Self {
         let address = listener.local_addr().expect("address");
         let shutdown = Shutdown::new();
-        let service = GrpcService {
-            name,
-            routes: Routes::default(),
-            database: None,
-        };
+        let service = GrpcService::new(name, Routes::default());
         let served = tokio::spawn(grpc::serve(service, listener, shutdown.clone()));
         Self {
             address,

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Volume};
 use souk_operator::Shop;
 use souk_operator::desired::{Child, desired};
 
-use super::{Cli, Command};
+use super::{Cli, Command, Relay, Serve};
 
 /// The example Shops the documentation tells people to apply.
 const EXAMPLES: [&str; 5] = [
@@ -35,15 +35,22 @@ fn example(path: &str) -> Shop {
     shop
 }
 
-/// The flag souk reads `variable` into, from the environment names its parser declares.
-fn flag_of(variable: &str) -> Option<String> {
+/// The flag that the command `path` (e.g. `["serve", "product"]`) reads `variable` into, from the
+/// environment names its parser declares (the command's own settings and the global ones).
+fn flag_of(path: &[String], variable: &str) -> Option<String> {
     let mut cli = Cli::command();
     cli.build();
     let mut commands = vec![&cli];
-    commands.extend(cli.get_subcommands());
-    commands
-        .into_iter()
-        .flat_map(|c| c.get_arguments())
+    for name in path {
+        let Some(next) = commands.last().and_then(|c| c.find_subcommand(name)) else {
+            break;
+        };
+        commands.push(next);
+    }
+    let global = cli.get_arguments();
+    let own = commands.last().expect("a command").get_arguments();
+    global
+        .chain(own)
         .find(|arg| arg.get_env().is_some_and(|env| env == variable))
         .and_then(|arg| arg.get_long().map(|long| format!("--{long}")))
 }
@@ -69,13 +76,16 @@ fn value_of(var: &EnvVar) -> String {
 
 /// The command line souk would see: the container's arguments, then one flag per variable.
 fn command_line(container: &Container) -> Vec<String> {
+    let args = container.args.clone().unwrap_or_default();
     let mut argv = vec!["souk".to_owned()];
-    argv.extend(container.args.clone().unwrap_or_default());
+    argv.extend(args.iter().cloned());
     for var in container.env.iter().flatten() {
-        let flag = flag_of(&var.name).unwrap_or_else(|| {
+        let flag = flag_of(&args, &var.name).unwrap_or_else(|| {
             panic!(
-                "container {} is given {}, which souk does not read",
-                container.name, var.name
+                "container {} is given {}, which `souk {}` does not read",
+                container.name,
+                var.name,
+                args.join(" ")
             )
         });
         argv.push(format!("{flag}={}", value_of(var)));
@@ -141,35 +151,25 @@ fn every_example_shop_renders_containers_souk_parses() {
                         child.name()
                     )
                 });
-                match (&cli.command, container.name.as_str()) {
-                    (Command::Serve(args), _) => {
-                        let port = match args.service {
-                            super::Service::Gateway => args.http_addr.port(),
-                            _ => args.grpc_addr.port(),
-                        };
-                        let declared: Vec<_> = container
-                            .ports
-                            .iter()
-                            .flatten()
-                            .map(|p| p.container_port)
-                            .collect();
-                        assert!(
-                            declared.contains(&i32::from(port)),
-                            "{path}: {} listens on {port}, its ports are {declared:?}",
-                            child.name()
-                        );
-                        assert!(declared.contains(&i32::from(args.metrics_addr.port())));
+                let declared: Vec<_> = container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| p.container_port)
+                    .collect();
+                let listens = match &cli.command {
+                    Command::Serve(service) => listens(service),
+                    Command::Relay(Relay::Product { common, .. } | Relay::Order { common, .. }) => {
+                        vec![common.metrics_addr.port()]
                     }
-                    (Command::Relay(args), "relayer") => {
-                        let declared: Vec<_> = container
-                            .ports
-                            .iter()
-                            .flatten()
-                            .map(|p| p.container_port)
-                            .collect();
-                        assert!(declared.contains(&i32::from(args.metrics_addr.port())));
-                    }
-                    (other, name) => panic!("{path}: container {name} runs {other:?}"),
+                    other => panic!("{path}: container {} runs {other:?}", container.name),
+                };
+                for port in listens {
+                    assert!(
+                        declared.contains(&i32::from(port)),
+                        "{path}: {} listens on {port}, its ports are {declared:?}",
+                        child.name()
+                    );
                 }
                 check_files(container, pod.volumes.as_deref().unwrap_or_default());
                 checked += 1;
@@ -180,8 +180,35 @@ fn every_example_shop_renders_containers_souk_parses() {
     assert_eq!(checked, EXAMPLES.len() * 8);
 }
 
+/// The ports a served service listens on: its API (gRPC or HTTP) and its operations port.
+fn listens(service: &Serve) -> Vec<u16> {
+    match service {
+        Serve::User { listen, .. }
+        | Serve::Product { listen, .. }
+        | Serve::Cart { listen, .. }
+        | Serve::Payment { listen, .. }
+        | Serve::Order { listen, .. } => vec![listen.grpc_addr.port(), listen.metrics_addr.port()],
+        Serve::Gateway {
+            http_addr,
+            metrics_addr,
+            ..
+        } => vec![http_addr.port(), metrics_addr.port()],
+    }
+}
+
 #[test]
 fn a_variable_souk_does_not_read_is_caught() {
-    assert_eq!(flag_of("SOUK_HTTP_ADDR").as_deref(), Some("--http-addr"));
-    assert_eq!(flag_of("SOUK_NO_SUCH_SETTING"), None);
+    let path = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let gateway = path(&["serve", "gateway"]);
+    assert_eq!(
+        flag_of(&gateway, "SOUK_HTTP_ADDR").as_deref(),
+        Some("--http-addr")
+    );
+    assert_eq!(flag_of(&gateway, "SOUK_NO_SUCH_SETTING"), None);
+    // Another service's setting is not the gateway's.
+    assert_eq!(flag_of(&gateway, "SOUK_ORDER_DATABASE_URL"), None);
+    assert_eq!(
+        flag_of(&path(&["serve", "order"]), "SOUK_ORDER_DATABASE_URL").as_deref(),
+        Some("--order-database-url")
+    );
 }

@@ -5,15 +5,15 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use souk_contract::env as settings;
 use souk_shared::{
     Shutdown,
     bus::Bus,
     config::{
-        CommonArgs, DatabaseArgs, JwtArgs, NatsArgs, Secret, ShopName, check_database_url,
-        parse_duration,
+        CommonArgs, DatabaseArgs, JwtArgs, NatsArgs, PublicKeyArgs, RefreshArgs, Secret, ShopName,
+        SigningArgs, check_database_url, parse_duration,
     },
     consumer::ConsumerMetrics,
     db::DatabaseLocation,
@@ -36,15 +36,16 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once, at start")]
 enum Command {
     /// Run the whole shop in this process: every service and the gateway.
     Up(UpArgs),
     /// Run one service alone.
-    #[command(name = souk_contract::command::SERVE)]
-    Serve(ServeArgs),
+    #[command(name = souk_contract::command::SERVE, subcommand)]
+    Serve(Serve),
     /// Run the relayer of one service's outbox (product or order) alone.
-    #[command(name = souk_contract::command::RELAY)]
-    Relay(RelayArgs),
+    #[command(name = souk_contract::command::RELAY, subcommand)]
+    Relay(Relay),
     /// Write a development ES256 key pair (private.pem, public.pem) into a directory.
     Keygen {
         /// Directory to write the keys into (created when missing).
@@ -74,7 +75,9 @@ struct UpArgs {
     #[arg(long, env = "SOUK_ORDER_GRPC_ADDR")]
     order_grpc_addr: Option<SocketAddr>,
     #[command(flatten)]
-    checkout: CheckoutArgs,
+    saga: SagaArgs,
+    #[command(flatten)]
+    decline: DeclineArgs,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -87,7 +90,7 @@ struct UpArgs {
     admin: AdminArgs,
     /// Where `/metrics` (every figure of the shop) and `/healthz` are served: the operations
     /// port, never the API's.
-    #[arg(long, env = "SOUK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = settings::METRICS_ADDR, default_value = "127.0.0.1:9090")]
     metrics_addr: SocketAddr,
     #[command(flatten)]
     gateway: GatewayArgs,
@@ -144,76 +147,130 @@ impl GatewayArgs {
     }
 }
 
-#[derive(Debug, Clone, clap::Args)]
-struct ServiceDatabaseArgs {
-    /// The user service's own database (instead of `<shop>_user` on SOUK_DATABASE_URL).
-    #[arg(long, env = settings::USER_DATABASE_URL, hide_env_values = true)]
-    user_database_url: Option<Secret<String>>,
-    /// The product service's own database (instead of `<shop>_product` on SOUK_DATABASE_URL).
-    #[arg(long, env = settings::PRODUCT_DATABASE_URL, hide_env_values = true)]
-    product_database_url: Option<Secret<String>>,
-    /// The cart service's own database (instead of `<shop>_cart` on SOUK_DATABASE_URL).
-    #[arg(long, env = settings::CART_DATABASE_URL, hide_env_values = true)]
-    cart_database_url: Option<Secret<String>>,
-    /// The payment service's own database (instead of `<shop>_payment` on SOUK_DATABASE_URL).
-    #[arg(long, env = settings::PAYMENT_DATABASE_URL, hide_env_values = true)]
-    payment_database_url: Option<Secret<String>>,
-    /// The order service's own database (instead of `<shop>_order` on SOUK_DATABASE_URL).
-    #[arg(long, env = settings::ORDER_DATABASE_URL, hide_env_values = true)]
-    order_database_url: Option<Secret<String>>,
+/// One service's database of its own, instead of `<shop>_<service>` on SOUK_DATABASE_URL; and
+/// the address another service reaches a service at. One struct per service, so that each command
+/// offers only the settings it reads.
+macro_rules! service_settings {
+    ($($service:literal: $database:ident($database_url:ident = $database_env:path), $peer:ident($url:ident = $url_env:path);)*) => {$(
+        #[derive(Debug, Clone, clap::Args)]
+        struct $database {
+            #[arg(
+                long,
+                env = $database_env,
+                hide_env_values = true,
+                help = concat!("The ", $service, " service's own database (instead of `<shop>_", $service, "` on SOUK_DATABASE_URL)")
+            )]
+            $database_url: Option<Secret<String>>,
+        }
+
+        impl OwnDatabase for $database {
+            const SERVICE: &'static str = $service;
+            const SETTING: &'static str = $database_env;
+
+            fn url(&self) -> Option<&Secret<String>> {
+                self.$database_url.as_ref()
+            }
+        }
+
+        #[derive(Debug, Clone, clap::Args)]
+        struct $peer {
+            #[arg(
+                long,
+                env = $url_env,
+                default_value = "http://127.0.0.1:50051",
+                help = concat!("The ", $service, " service's gRPC URL")
+            )]
+            $url: String,
+        }
+    )*};
 }
 
-/// How the checkout saga behaves.
+service_settings! {
+    "user": UserDatabase(user_database_url = settings::USER_DATABASE_URL), UserUrl(user_url = settings::USER_URL);
+    "product": ProductDatabase(product_database_url = settings::PRODUCT_DATABASE_URL), ProductUrl(product_url = settings::PRODUCT_URL);
+    "cart": CartDatabase(cart_database_url = settings::CART_DATABASE_URL), CartUrl(cart_url = settings::CART_URL);
+    "payment": PaymentDatabase(payment_database_url = settings::PAYMENT_DATABASE_URL), PaymentUrl(payment_url = settings::PAYMENT_URL);
+    "order": OrderDatabase(order_database_url = settings::ORDER_DATABASE_URL), OrderUrl(order_url = settings::ORDER_URL);
+}
+
+/// A service's own-database setting.
+trait OwnDatabase {
+    const SERVICE: &'static str;
+    const SETTING: &'static str;
+
+    fn url(&self) -> Option<&Secret<String>>;
+
+    /// Where the service's database is, the URLs checked first (naming the setting of a malformed
+    /// one: clap would echo a rejected value, password included).
+    fn location(&self, server: &DatabaseArgs, shop: &ShopName) -> anyhow::Result<DatabaseLocation> {
+        server.check()?;
+        if let Some(url) = self.url() {
+            check_database_url(Self::SETTING, url)?;
+        }
+        Ok(DatabaseLocation::resolve(
+            self.url().cloned(),
+            &server.database_url,
+            shop,
+            Self::SERVICE,
+        ))
+    }
+}
+
+/// Every service's own-database setting, for `souk up`.
 #[derive(Debug, Clone, clap::Args)]
-struct CheckoutArgs {
-    /// How long a checkout saga may go without finishing before it is cancelled (e.g. 30s).
-    #[arg(long, env = "SOUK_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    saga_timeout: Duration,
-    /// The payment simulator declines charges above this many cents.
-    #[arg(long, env = settings::PAYMENT_DECLINE_ABOVE_CENTS, default_value = "1000000", value_parser = clap::value_parser!(i64).range(0..))]
-    payment_decline_above_cents: i64,
+struct ServiceDatabaseArgs {
+    #[command(flatten)]
+    user: UserDatabase,
+    #[command(flatten)]
+    product: ProductDatabase,
+    #[command(flatten)]
+    cart: CartDatabase,
+    #[command(flatten)]
+    payment: PaymentDatabase,
+    #[command(flatten)]
+    order: OrderDatabase,
 }
 
 impl ServiceDatabaseArgs {
-    /// Checks every URL given, naming the setting of a malformed one.
-    fn check(&self) -> anyhow::Result<()> {
-        for (service, url) in self.own() {
-            check_database_url(
-                &format!("SOUK_{}_DATABASE_URL", service.to_uppercase()),
-                &url,
-            )?;
+    /// The services given a database of their own, each URL checked.
+    fn own(&self) -> anyhow::Result<BTreeMap<&'static str, Secret<String>>> {
+        fn checked<D: OwnDatabase>(
+            database: &D,
+        ) -> anyhow::Result<Option<(&'static str, Secret<String>)>> {
+            let Some(url) = database.url() else {
+                return Ok(None);
+            };
+            check_database_url(D::SETTING, url)?;
+            Ok(Some((D::SERVICE, url.clone())))
         }
-        Ok(())
-    }
-
-    /// The services given a database URL of their own.
-    fn own(&self) -> BTreeMap<&'static str, Secret<String>> {
         [
-            ("user", &self.user_database_url),
-            ("product", &self.product_database_url),
-            ("cart", &self.cart_database_url),
-            ("payment", &self.payment_database_url),
-            ("order", &self.order_database_url),
+            checked(&self.user)?,
+            checked(&self.product)?,
+            checked(&self.cart)?,
+            checked(&self.payment)?,
+            checked(&self.order)?,
         ]
         .into_iter()
-        .filter_map(|(service, url)| Some((service, url.clone()?)))
+        .flatten()
+        .map(Ok)
         .collect()
     }
+}
 
-    /// Where one service's database is, for `souk serve`.
-    fn location(
-        &self,
-        service: &'static str,
-        database: &DatabaseArgs,
-        shop: &ShopName,
-    ) -> DatabaseLocation {
-        DatabaseLocation::resolve(
-            self.own().remove(service),
-            &database.database_url,
-            shop,
-            service,
-        )
-    }
+/// How long a checkout may take (the order service).
+#[derive(Debug, Clone, clap::Args)]
+struct SagaArgs {
+    /// How long a checkout saga may go without finishing before it is cancelled (e.g. 30s).
+    #[arg(long, env = "SOUK_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    saga_timeout: Duration,
+}
+
+/// The payment simulator's one rule.
+#[derive(Debug, Clone, clap::Args)]
+struct DeclineArgs {
+    /// The payment simulator declines charges above this many cents.
+    #[arg(long, env = settings::PAYMENT_DECLINE_ABOVE_CENTS, default_value = "1000000", value_parser = clap::value_parser!(i64).range(0..))]
+    payment_decline_above_cents: i64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -239,36 +296,149 @@ impl AdminArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Service {
-    User,
-    Product,
-    Cart,
-    Payment,
-    Order,
-    Gateway,
+/// Where a gRPC service listens, and where its figures are.
+#[derive(Debug, Clone, clap::Args)]
+struct GrpcListenArgs {
+    /// Where the service listens (gRPC).
+    #[arg(long, env = settings::GRPC_ADDR, default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served.
+    #[arg(long, env = settings::METRICS_ADDR, default_value = "127.0.0.1:9090")]
+    metrics_addr: SocketAddr,
 }
 
-/// The services whose outbox a relayer drains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Outbox {
-    Product,
-    Order,
+/// `souk serve <service>`: each service offers the settings it reads, and no other's.
+#[derive(Debug, Clone, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once, at start")]
+enum Serve {
+    /// The user service: accounts, logins and tokens.
+    User {
+        #[command(flatten)]
+        listen: GrpcListenArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        own_database: UserDatabase,
+        #[command(flatten)]
+        public_key: PublicKeyArgs,
+        #[command(flatten)]
+        signing: SigningArgs,
+        #[command(flatten)]
+        refresh: RefreshArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The product service: the catalog and its stock.
+    Product {
+        #[command(flatten)]
+        listen: GrpcListenArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        own_database: ProductDatabase,
+        #[command(flatten)]
+        public_key: PublicKeyArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// The cart service.
+    Cart {
+        #[command(flatten)]
+        listen: GrpcListenArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        own_database: CartDatabase,
+        #[command(flatten)]
+        public_key: PublicKeyArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        product: ProductUrl,
+    },
+    /// The payment service (a simulator).
+    Payment {
+        #[command(flatten)]
+        listen: GrpcListenArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        own_database: PaymentDatabase,
+        #[command(flatten)]
+        public_key: PublicKeyArgs,
+        #[command(flatten)]
+        decline: DeclineArgs,
+    },
+    /// The order service and its checkout saga.
+    Order {
+        #[command(flatten)]
+        listen: GrpcListenArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        own_database: OrderDatabase,
+        #[command(flatten)]
+        public_key: PublicKeyArgs,
+        #[command(flatten)]
+        signing: SigningArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        saga: SagaArgs,
+        #[command(flatten)]
+        cart: CartUrl,
+        #[command(flatten)]
+        product: ProductUrl,
+        #[command(flatten)]
+        payment: PaymentUrl,
+    },
+    /// The gateway: the REST API and the storefront.
+    Gateway {
+        /// Where the gateway listens.
+        #[arg(long, env = settings::HTTP_ADDR, default_value = "127.0.0.1:8080")]
+        http_addr: SocketAddr,
+        /// Where `/metrics` and `/healthz` are served: the operations port, never the API's.
+        #[arg(long, env = settings::METRICS_ADDR, default_value = "127.0.0.1:9090")]
+        metrics_addr: SocketAddr,
+        #[command(flatten)]
+        public_key: PublicKeyArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        user: UserUrl,
+        #[command(flatten)]
+        product: ProductUrl,
+        #[command(flatten)]
+        cart: CartUrl,
+        #[command(flatten)]
+        order: OrderUrl,
+        #[command(flatten)]
+        limits: GatewayArgs,
+    },
 }
 
-impl Outbox {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Product => "product",
-            Self::Order => "order",
-        }
-    }
+/// `souk relay <service>`: the relayer of one service's outbox.
+#[derive(Debug, Clone, Subcommand)]
+enum Relay {
+    /// The product service's outbox.
+    Product {
+        #[command(flatten)]
+        common: RelayArgs,
+        #[command(flatten)]
+        own_database: ProductDatabase,
+    },
+    /// The order service's outbox.
+    Order {
+        #[command(flatten)]
+        common: RelayArgs,
+        #[command(flatten)]
+        own_database: OrderDatabase,
+    },
 }
 
+/// What every relayer reads.
 #[derive(Debug, Clone, clap::Args)]
 struct RelayArgs {
-    /// The service whose outbox to relay.
-    service: Outbox,
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long, env = settings::METRICS_ADDR, default_value = "127.0.0.1:9091")]
     metrics_addr: SocketAddr,
@@ -276,60 +446,6 @@ struct RelayArgs {
     nats: NatsArgs,
     #[command(flatten)]
     database: DatabaseArgs,
-    #[command(flatten)]
-    service_databases: ServiceDatabaseArgs,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-struct ServeArgs {
-    /// The service to run.
-    service: Service,
-    /// Where a gRPC service listens.
-    #[arg(long, env = settings::GRPC_ADDR, default_value = "127.0.0.1:50051")]
-    grpc_addr: SocketAddr,
-    /// Where the gateway listens.
-    #[arg(long, env = settings::HTTP_ADDR, default_value = "127.0.0.1:8080")]
-    http_addr: SocketAddr,
-    /// The user service, for the gateway.
-    #[arg(long, env = settings::USER_URL, default_value = "http://127.0.0.1:50051")]
-    user_url: String,
-    /// The product service, for the gateway and the cart service.
-    #[arg(
-        long,
-        env = settings::PRODUCT_URL,
-        default_value = "http://127.0.0.1:50051"
-    )]
-    product_url: String,
-    /// The cart service, for the gateway and the order service.
-    #[arg(long, env = settings::CART_URL, default_value = "http://127.0.0.1:50051")]
-    cart_url: String,
-    /// The payment service, for the order service.
-    #[arg(
-        long,
-        env = settings::PAYMENT_URL,
-        default_value = "http://127.0.0.1:50051"
-    )]
-    payment_url: String,
-    /// The order service, for the gateway.
-    #[arg(long, env = settings::ORDER_URL, default_value = "http://127.0.0.1:50051")]
-    order_url: String,
-    /// Where a gRPC service serves `/metrics` and `/healthz`.
-    #[arg(long, env = settings::METRICS_ADDR, default_value = "127.0.0.1:9090")]
-    metrics_addr: SocketAddr,
-    #[command(flatten)]
-    checkout: CheckoutArgs,
-    #[command(flatten)]
-    nats: NatsArgs,
-    #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    service_databases: ServiceDatabaseArgs,
-    #[command(flatten)]
-    jwt: JwtArgs,
-    #[command(flatten)]
-    admin: AdminArgs,
-    #[command(flatten)]
-    gateway: GatewayArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -378,8 +494,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The key pair from files, or a fresh one for development when neither file is given.
-fn keys(jwt: &JwtArgs, allow_generated: bool) -> anyhow::Result<KeyPair> {
-    match (&jwt.jwt_private_key_file, &jwt.jwt_public_key_file) {
+fn keys(
+    public: &PublicKeyArgs,
+    signing: &SigningArgs,
+    allow_generated: bool,
+) -> anyhow::Result<KeyPair> {
+    match (&signing.jwt_private_key_file, &public.jwt_public_key_file) {
         (Some(private), Some(public)) => Ok(KeyPair {
             private_pem: Secret::new(read_pem("SOUK_JWT_PRIVATE_KEY_FILE", private)?),
             public_pem: read_pem("SOUK_JWT_PUBLIC_KEY_FILE", public)?,
@@ -400,8 +520,8 @@ fn keys(jwt: &JwtArgs, allow_generated: bool) -> anyhow::Result<KeyPair> {
 }
 
 /// The verifier of access tokens, from the public key file that `who` cannot run without.
-fn verifier(jwt: &JwtArgs, who: &str) -> anyhow::Result<Verifier> {
-    let public = jwt
+fn verifier(public: &PublicKeyArgs, who: &str) -> anyhow::Result<Verifier> {
+    let public = public
         .jwt_public_key_file
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("SOUK_JWT_PUBLIC_KEY_FILE: required by {who}"))?;
@@ -416,17 +536,17 @@ async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     args.database.check()?;
-    args.service_databases.check()?;
+    let service_databases = args.service_databases.own()?;
     let nats_credentials = args.nats.credentials()?;
     let mut config = souk::ShopConfig::new(
         common.shop_name,
         args.database.database_url,
         args.nats.nats_url,
-        keys(&args.jwt, true)?,
+        keys(&args.jwt.public, &args.jwt.signing, true)?,
     );
-    config.service_databases = args.service_databases.own();
-    config.token_ttl = args.jwt.token_ttl_seconds;
-    config.refresh_ttl = args.jwt.refresh_token_ttl_seconds;
+    config.service_databases = service_databases;
+    config.token_ttl = args.jwt.signing.token_ttl_seconds;
+    config.refresh_ttl = args.jwt.refresh.refresh_token_ttl_seconds;
     config.admin = args.admin.account();
     config.grpc_addrs = [
         ("user", args.user_grpc_addr),
@@ -438,12 +558,12 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     .into_iter()
     .filter_map(|(service, addr)| Some((service, addr?)))
     .collect::<BTreeMap<_, _>>();
-    config.saga_timeout = args.checkout.saga_timeout;
-    config.payment_decline_above_cents = args.checkout.payment_decline_above_cents;
+    config.saga_timeout = args.saga.saga_timeout;
+    config.payment_decline_above_cents = args.decline.payment_decline_above_cents;
     config.max_deliver = args.nats.max_deliver;
     config.nats_credentials = nats_credentials;
     config.gateway_limits = args.gateway.limits();
-    let http = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
+    let http = bind(settings::HTTP_ADDR, args.http_addr).await?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let shop = souk::up(config, http, shutdown.clone()).await?;
@@ -467,7 +587,7 @@ async fn serve_metrics(
     addr: SocketAddr,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    let listener = bind("SOUK_METRICS_ADDR", addr).await?;
+    let listener = bind(settings::METRICS_ADDR, addr).await?;
     tracing::info!("metrics on http://{addr}/metrics");
     tokio::spawn(souk_shared::metrics::serve(
         registry,
@@ -480,52 +600,57 @@ async fn serve_metrics(
 /// Runs one service. Nothing here waits for its database (nor for NATS): the port answers at
 /// once, liveness `SERVING` and readiness `NOT_SERVING` until the database is ready, so that a
 /// pod whose database comes late is kept out of rotation, not restarted.
-async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
-    args.database.check()?;
-    args.service_databases.check()?;
+async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let shop = &common.shop_name;
-    let location = |service| {
-        args.service_databases
-            .location(service, &args.database, shop)
-    };
     let mut registry = Registry::with_prefix("souk");
     let consumers = ConsumerMetrics::default();
     consumers.register(&mut registry);
-    let credentials = args.nats.credentials()?;
-    let bus = || {
-        Bus::connect_as(
-            &args.nats.nats_url,
-            credentials.as_ref(),
-            shop.clone(),
-            "service",
-        )
+    let bus = |nats: &NatsArgs| {
+        let credentials = nats.credentials();
+        let url = nats.nats_url.clone();
+        async move { Bus::connect_as(&url, credentials?.as_ref(), shop.clone(), "service").await }
     };
-    let (name, serve): (&str, ServeFn) = match args.service {
-        Service::User => {
-            let keys = keys(&args.jwt, false)?;
+    let (name, listen, serve): (&str, GrpcListenArgs, ServeFn) = match service {
+        Serve::User {
+            listen,
+            database,
+            own_database,
+            public_key,
+            signing,
+            refresh,
+            admin,
+        } => {
+            let keys = keys(&public_key, &signing, false)?;
             let service = souk_user::UserService::new(souk_user::Settings {
-                database: location("user"),
-                signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
+                database: own_database.location(&database, shop)?,
+                signer: Signer::from_pem(keys.private_pem.expose(), signing.token_ttl_seconds)?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
-                admin: args.admin.account(),
+                admin: admin.account(),
                 hash_limits: souk_user::HashLimits::for_this_machine(),
-                refresh_ttl: args.jwt.refresh_token_ttl_seconds,
+                refresh_ttl: refresh.refresh_token_ttl_seconds,
             })
             .await?;
             (
                 "user",
+                listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
         }
-        Service::Product => {
+        Serve::Product {
+            listen,
+            database,
+            own_database,
+            public_key,
+            nats,
+        } => {
             let service = souk_product::ProductService::new(souk_product::Settings {
-                database: location("product"),
+                database: own_database.location(&database, shop)?,
                 shop: shop.clone(),
-                verifier: verifier(&args.jwt, "the product service")?,
+                verifier: verifier(&public_key, "the product service")?,
             })?
-            .with_events(bus().await?, args.nats.max_deliver, consumers);
+            .with_events(bus(&nats).await?, nats.max_deliver, consumers);
             // Its relayer is a sidecar: it hears of new events by NOTIFY.
             tokio::spawn(outbox::forward_hints(
                 service.pool().clone(),
@@ -533,48 +658,75 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             ));
             (
                 "product",
+                listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
         }
-        Service::Cart => {
+        Serve::Cart {
+            listen,
+            database,
+            own_database,
+            public_key,
+            nats,
+            product,
+        } => {
             let service = souk_cart::CartService::new(souk_cart::Settings {
-                database: location("cart"),
-                verifier: verifier(&args.jwt, "the cart service")?,
-                product_url: args.product_url,
+                database: own_database.location(&database, shop)?,
+                verifier: verifier(&public_key, "the cart service")?,
+                product_url: product.product_url,
             })?
-            .with_events(bus().await?, args.nats.max_deliver, consumers);
+            .with_events(bus(&nats).await?, nats.max_deliver, consumers);
             (
                 "cart",
+                listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
         }
-        Service::Payment => {
+        Serve::Payment {
+            listen,
+            database,
+            own_database,
+            public_key,
+            decline,
+        } => {
             let service = souk_payment::PaymentService::new(souk_payment::Settings {
-                database: location("payment"),
-                verifier: verifier(&args.jwt, "the payment service")?,
-                decline_above_cents: args.checkout.payment_decline_above_cents,
+                database: own_database.location(&database, shop)?,
+                verifier: verifier(&public_key, "the payment service")?,
+                decline_above_cents: decline.payment_decline_above_cents,
             })?;
             (
                 "payment",
+                listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
         }
-        Service::Order => {
-            let keys = keys(&args.jwt, false)?;
+        Serve::Order {
+            listen,
+            database,
+            own_database,
+            public_key,
+            signing,
+            nats,
+            saga,
+            cart,
+            product,
+            payment,
+        } => {
+            let keys = keys(&public_key, &signing, false)?;
             let saga_metrics = souk_order::SagaMetrics::default();
             saga_metrics.register(&mut registry);
             let service = souk_order::OrderService::new(souk_order::Settings {
-                database: location("order"),
-                bus: bus().await?,
+                database: own_database.location(&database, shop)?,
+                bus: bus(&nats).await?,
                 verifier: Verifier::from_pem(&keys.public_pem)?,
-                signer: Signer::from_pem(keys.private_pem.expose(), args.jwt.token_ttl_seconds)?,
+                signer: Signer::from_pem(keys.private_pem.expose(), signing.token_ttl_seconds)?,
                 peers: souk_order::Peers {
-                    cart: args.cart_url,
-                    product: args.product_url,
-                    payment: args.payment_url,
+                    cart: cart.cart_url,
+                    product: product.product_url,
+                    payment: payment.payment_url,
                 },
-                saga_timeout: args.checkout.saga_timeout,
-                max_deliver: args.nats.max_deliver,
+                saga_timeout: saga.saga_timeout,
+                max_deliver: nats.max_deliver,
                 saga_metrics,
                 consumer_metrics: consumers,
             })?;
@@ -584,47 +736,70 @@ async fn serve(common: CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             ));
             (
                 "order",
+                listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
         }
-        Service::Gateway => {
+        Serve::Gateway {
+            http_addr,
+            metrics_addr,
+            public_key,
+            nats,
+            user,
+            product,
+            cart,
+            order,
+            limits,
+        } => {
             let metrics = souk_gateway::Metrics::register(&mut registry);
             let registry = Arc::new(registry);
             let settings = souk_gateway::Settings {
                 upstreams: souk_gateway::Upstreams {
-                    user: args.user_url,
-                    product: args.product_url,
-                    cart: args.cart_url,
-                    order: args.order_url,
+                    user: user.user_url,
+                    product: product.product_url,
+                    cart: cart.cart_url,
+                    order: order.order_url,
                 },
-                verifier: verifier(&args.jwt, "the gateway")?,
+                verifier: verifier(&public_key, "the gateway")?,
                 metrics,
-                limits: args.gateway.limits(),
+                limits: limits.limits(),
                 // Catalog reads are cached, each replica hearing the catalog's events.
-                bus: Some(bus().await?),
+                bus: Some(bus(&nats).await?),
             };
-            let listener = bind("SOUK_HTTP_ADDR", args.http_addr).await?;
+            let listener = bind(settings::HTTP_ADDR, http_addr).await?;
             // The figures are on the metrics port only, as for every other container.
-            serve_metrics(registry, args.metrics_addr, &shutdown).await?;
-            tracing::info!("gateway listening on http://{}", args.http_addr);
+            serve_metrics(registry, metrics_addr, &shutdown).await?;
+            tracing::info!("gateway listening on http://{http_addr}");
             return souk_gateway::serve(settings, listener, shutdown).await;
         }
     };
-    let listener = bind("SOUK_GRPC_ADDR", args.grpc_addr).await?;
-    serve_metrics(Arc::new(registry), args.metrics_addr, &shutdown).await?;
-    tracing::info!(addr = %args.grpc_addr, "{name} service listening (gRPC)");
+    let listener = bind(settings::GRPC_ADDR, listen.grpc_addr).await?;
+    serve_metrics(Arc::new(registry), listen.metrics_addr, &shutdown).await?;
+    tracing::info!(addr = %listen.grpc_addr, "{name} service listening (gRPC)");
     serve(listener, shutdown).await
 }
 
-async fn relay(common: CommonArgs, args: RelayArgs) -> anyhow::Result<()> {
-    args.database.check()?;
-    args.service_databases.check()?;
+async fn relay(common: CommonArgs, relay: Relay) -> anyhow::Result<()> {
+    let (service, args, location) = match relay {
+        Relay::Product {
+            common: args,
+            own_database,
+        } => (
+            ProductDatabase::SERVICE,
+            args.clone(),
+            own_database.location(&args.database, &common.shop_name)?,
+        ),
+        Relay::Order {
+            common: args,
+            own_database,
+        } => (
+            OrderDatabase::SERVICE,
+            args.clone(),
+            own_database.location(&args.database, &common.shop_name)?,
+        ),
+    };
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let service = args.service.name();
-    let location = args
-        .service_databases
-        .location(service, &args.database, &common.shop_name);
     let pool = souk_shared::db::pool_without_migrations(&location)?;
     let bus = Bus::connect_as(
         &args.nats.nats_url,
@@ -707,10 +882,17 @@ mod tests {
             "mysql://root:hunter2@db/x",
         ])
         .expect("parsed; checked at start");
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve");
+        let Command::Serve(Serve::Order {
+            database,
+            own_database,
+            ..
+        }) = cli.command
+        else {
+            panic!("not serve order");
         };
-        let err = args.service_databases.check().expect_err("invalid");
+        let err = own_database
+            .location(&database, &cli.common.shop_name)
+            .expect_err("invalid");
         assert!(
             err.to_string().starts_with("SOUK_ORDER_DATABASE_URL:")
                 && !err.to_string().contains("hunter2"),
@@ -755,22 +937,68 @@ mod tests {
             "http://product:50051",
         ])
         .expect("valid");
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve");
+        let Command::Serve(Serve::Cart {
+            database,
+            own_database,
+            product,
+            ..
+        }) = cli.command
+        else {
+            panic!("not serve cart");
         };
-        assert_eq!(args.product_url, "http://product:50051");
-        let cart = args
-            .service_databases
-            .location("cart", &args.database, &cli.common.shop_name);
+        assert_eq!(product.product_url, "http://product:50051");
+        let cart = own_database
+            .location(&database, &cli.common.shop_name)
+            .expect("valid");
         assert!(
             matches!(cart, DatabaseLocation::Own(url) if url.expose() == "postgres://db.example/carts")
         );
-        let product =
-            args.service_databases
-                .location("product", &args.database, &cli.common.shop_name);
+        let product = ProductDatabase {
+            product_database_url: None,
+        }
+        .location(&database, &cli.common.shop_name)
+        .expect("valid");
         assert!(
             matches!(product, DatabaseLocation::OnServer { database, .. } if database == "t1_product")
         );
+    }
+
+    #[test]
+    fn each_service_offers_only_the_settings_it_reads() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli
+            .find_subcommand(souk_contract::command::SERVE)
+            .expect("serve");
+        let flags = |service: &str| -> Vec<String> {
+            serve
+                .find_subcommand(service)
+                .unwrap_or_else(|| panic!("serve {service}"))
+                .get_arguments()
+                .filter_map(|arg| arg.get_long().map(str::to_owned))
+                .collect()
+        };
+        let product = flags("product");
+        assert!(product.contains(&"product-database-url".to_owned()));
+        for foreign in [
+            "user-database-url",
+            "order-database-url",
+            "cart-url",
+            "admin-email",
+        ] {
+            assert!(
+                !product.contains(&foreign.to_owned()),
+                "product offers {foreign}"
+            );
+        }
+        let gateway = flags("gateway");
+        assert!(gateway.contains(&"order-url".to_owned()));
+        assert!(
+            !gateway.iter().any(|flag| flag.ends_with("database-url")),
+            "the gateway has no database: {gateway:?}"
+        );
+        assert!(!flags("payment").contains(&"nats-url".to_owned()));
+        assert!(!flags("order").contains(&"refresh-token-ttl-seconds".to_owned()));
     }
 
     #[test]
@@ -800,13 +1028,10 @@ mod tests {
 
     #[test]
     fn services_alone_need_the_public_key() {
-        let jwt = JwtArgs {
-            jwt_private_key_file: None,
+        let public = PublicKeyArgs {
             jwt_public_key_file: None,
-            token_ttl_seconds: Duration::from_secs(60),
-            refresh_token_ttl_seconds: Duration::from_secs(600),
         };
-        let err = verifier(&jwt, "the cart service").expect_err("no key");
+        let err = verifier(&public, "the cart service").expect_err("no key");
         assert!(
             err.to_string()
                 .starts_with("SOUK_JWT_PUBLIC_KEY_FILE: required by the cart service"),
@@ -816,13 +1041,14 @@ mod tests {
 
     #[test]
     fn a_half_given_key_pair_is_refused() {
-        let jwt = JwtArgs {
-            jwt_private_key_file: Some("/nonexistent/private.pem".into()),
+        let public = PublicKeyArgs {
             jwt_public_key_file: None,
-            token_ttl_seconds: Duration::from_secs(60),
-            refresh_token_ttl_seconds: Duration::from_secs(600),
         };
-        let err = keys(&jwt, true).expect_err("half a pair");
+        let signing = SigningArgs {
+            jwt_private_key_file: Some("/nonexistent/private.pem".into()),
+            token_ttl_seconds: Duration::from_secs(60),
+        };
+        let err = keys(&public, &signing, true).expect_err("half a pair");
         assert!(
             err.to_string().starts_with("SOUK_JWT_PUBLIC_KEY_FILE"),
             "{err}"

@@ -367,15 +367,20 @@ async fn after_a_database_restart_no_call_fails_on_a_stale_pooled_connection() {
     )
     .await;
 
-    // A warm pool: calls at once, so that it holds several connections.
-    let warm = futures::future::join_all((0..32).map(|_| shop.call(&payment))).await;
-    assert!(warm.iter().all(Result::is_ok), "warming: {warm:?}");
+    // A warm pool: bursts of calls at once until it holds several connections (how many one
+    // burst opens depends on how busy the machine is).
     let database = format!("{SHOP}_payment");
-    let pooled = connections_to(&pg, &database).await;
-    assert!(
-        pooled >= 4,
-        "{pooled} pooled connections after 32 calls at once"
-    );
+    eventually(
+        "the pool to hold at least 4 connections",
+        Duration::from_secs(60),
+        || async {
+            let warm = futures::future::join_all((0..32).map(|_| shop.call(&payment))).await;
+            assert!(warm.iter().all(Result::is_ok), "warming: {warm:?}");
+            let pooled = connections_to(&pg, &database).await;
+            (pooled >= 4).then_some(pooled)
+        },
+    )
+    .await;
 
     // Crashed, then starting up (every connection refused with 57P03): a call answers
     // Unavailable, retryable, within the pool's acquire timeout.
