@@ -1,7 +1,9 @@
 //! The authenticated bus (issue 13, item 4): against a `nats-server` of its own started with
-//! the users and permissions of `souk_shared::bus_auth`, a service cannot publish another
+//! the users and permissions of `souk_contract::bus`, a service cannot publish another
 //! service's events (a forged `order.created` is refused and never reaches the stream), while
 //! each service still publishes and consumes what it owns; an anonymous client is refused.
+//! JetStream's API is allowed per stream and consumer: a service cannot delete, alter or pull
+//! from another's consumer, nor delete, change or purge the stream.
 
 use std::{
     net::TcpListener,
@@ -12,9 +14,9 @@ use std::{
 
 use async_nats::jetstream::consumer::pull;
 use futures::StreamExt as _;
+use souk_contract::bus::{self as bus_auth, Password};
 use souk_shared::{
-    bus::Bus,
-    bus_auth::{self, NatsCredentials},
+    bus::{Bus, NatsCredentials},
     config::{Secret, ShopName},
     events,
     testing::{eventually, unique_shop},
@@ -87,6 +89,45 @@ async fn bus(server: &Server, shop: &ShopName, user: &str, password: &Secret<Str
         .expect("connect")
 }
 
+/// A server with every user of `souk_contract::bus`, each with a password of its own.
+struct AuthenticatedServer {
+    server: Server,
+    passwords: Vec<(&'static str, Secret<String>)>,
+}
+
+impl AuthenticatedServer {
+    fn start(binary: &PathBuf, shop: &ShopName) -> Self {
+        let passwords: Vec<(&str, Secret<String>)> = bus_auth::BUS_USERS
+            .iter()
+            .map(|user| user.name)
+            .chain([bus_auth::ADMIN_USER])
+            .map(|user| (user, password(user)))
+            .collect();
+        let authorization = bus_auth::server_authorization(shop.as_str(), |user| {
+            let password = passwords
+                .iter()
+                .find(|(u, _)| *u == user)
+                .map(|(_, p)| p.expose().as_str())
+                .unwrap_or_default();
+            Password::Literal(password)
+        });
+        let server = start_server(binary, &authorization);
+        Self { server, passwords }
+    }
+
+    fn secret(&self, user: &str) -> Secret<String> {
+        self.passwords
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, p)| p.clone())
+            .expect("password")
+    }
+
+    async fn bus(&self, shop: &ShopName, user: &str) -> Bus {
+        bus(&self.server, shop, user, &self.secret(user)).await
+    }
+}
+
 #[tokio::test]
 async fn a_forged_event_is_refused_by_an_authenticated_bus() {
     let Some(binary) = nats_server_binary() else {
@@ -94,30 +135,12 @@ async fn a_forged_event_is_refused_by_an_authenticated_bus() {
         return;
     };
     let shop = unique_shop();
-    let passwords: Vec<(&str, Secret<String>)> = bus_auth::BUS_USERS
-        .iter()
-        .map(|user| (user.name, password(user.name)))
-        .collect();
-    let admin = password("admin");
-    let authorization = bus_auth::server_authorization(
-        &shop,
-        &passwords
-            .iter()
-            .map(|(service, password)| (*service, password))
-            .collect::<Vec<_>>(),
-        &admin,
-    );
-    let server = start_server(&binary, &authorization);
-    let secret = |service: &str| {
-        passwords
-            .iter()
-            .find(|(s, _)| *s == service)
-            .map(|(_, p)| p.clone())
-            .expect("password")
-    };
+    let authenticated = AuthenticatedServer::start(&binary, &shop);
+    let server = &authenticated.server;
+    let secret = |service: &str| authenticated.secret(service);
 
     // The order service publishes its own event (once the server is up).
-    let order = bus(&server, &shop, "order", &secret("order")).await;
+    let order = bus(server, &shop, "order", &secret("order")).await;
     eventually("the stream", Duration::from_secs(20), || async {
         order.ensure_stream().await.ok()
     })
@@ -133,7 +156,7 @@ async fn a_forged_event_is_refused_by_an_authenticated_bus() {
 
     // The cart and product services cannot forge it.
     for forger in ["cart", "product"] {
-        let forged = bus(&server, &shop, forger, &secret(forger)).await;
+        let forged = bus(server, &shop, forger, &secret(forger)).await;
         let ack = async {
             forged
                 .jetstream()
@@ -156,7 +179,7 @@ async fn a_forged_event_is_refused_by_an_authenticated_bus() {
     assert!(anonymous.is_err(), "an anonymous client connected");
 
     // The product service consumes order events with its own user; it sees only the genuine one.
-    let product = bus(&server, &shop, "product", &secret("product")).await;
+    let product = bus(server, &shop, "product", &secret("product")).await;
     let stream = product.ensure_stream().await.expect("stream");
     let consumer = stream
         .create_consumer(pull::Config {
@@ -188,4 +211,104 @@ async fn a_forged_event_is_refused_by_an_authenticated_bus() {
         .expect("publish")
         .await
         .expect("product may publish stock.reserved");
+}
+
+/// Whether a JetStream API call was refused (an error, or no answer: the server drops a
+/// request its user may not publish).
+async fn refused<T, E>(call: impl std::future::IntoFuture<Output = Result<T, E>>) -> bool {
+    !matches!(
+        tokio::time::timeout(Duration::from_secs(10), call.into_future()).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn a_service_cannot_delete_or_alter_another_services_consumer_or_the_stream() {
+    let Some(binary) = nats_server_binary() else {
+        eprintln!("skipped: no nats-server binary (set SOUK_NATS_SERVER_BIN)");
+        return;
+    };
+    let shop = unique_shop();
+    let server = AuthenticatedServer::start(&binary, &shop);
+    let stream_name = events::stream_name(&shop);
+
+    // The product service sets up its consumer as `souk_shared::consumer` does.
+    let product = server.bus(&shop, "product").await;
+    let stream = eventually("the stream", Duration::from_secs(20), || async {
+        product.ensure_stream().await.ok()
+    })
+    .await;
+    let filters = vec![
+        events::subject(&shop, "order.created"),
+        events::subject(&shop, "order.cancelled"),
+    ];
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("product".into()),
+            filter_subjects: filters.clone(),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("product may create its consumer");
+
+    // The cart service may use the stream and its own consumer ...
+    let cart = server.bus(&shop, "cart").await;
+    let cart_stream = cart
+        .ensure_stream()
+        .await
+        .expect("cart may look at the stream");
+    cart_stream
+        .create_consumer(pull::Config {
+            durable_name: Some("cart".into()),
+            filter_subjects: vec![events::subject(&shop, "order.confirmed")],
+            ..Default::default()
+        })
+        .await
+        .expect("cart may create its consumer");
+
+    // ... but not the product service's consumer, nor change the stream.
+    let js = cart.jetstream();
+    let (deleted, altered, altered_one_filter, looked_at, stream_deleted, stream_changed, purged) = tokio::join!(
+        refused(js.delete_consumer_from_stream("product", &stream_name)),
+        refused(cart_stream.create_consumer(pull::Config {
+            durable_name: Some("product".into()),
+            filter_subjects: vec![events::subject(&shop, ">")],
+            ..Default::default()
+        })),
+        refused(cart_stream.create_consumer(pull::Config {
+            durable_name: Some("product".into()),
+            filter_subject: events::subject(&shop, "order.created"),
+            ..Default::default()
+        })),
+        refused(cart_stream.consumer_info("product")),
+        refused(js.delete_stream(&stream_name)),
+        refused(js.update_stream(async_nats::jetstream::stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("{shop}.>")],
+            max_messages: 1,
+            ..Default::default()
+        })),
+        refused(cart_stream.purge()),
+    );
+    assert!(deleted, "cart deleted the product service's consumer");
+    assert!(altered, "cart altered the product service's consumer");
+    assert!(
+        altered_one_filter,
+        "cart altered the product service's consumer (one filter)"
+    );
+    assert!(looked_at, "cart read the product service's consumer");
+    assert!(stream_deleted, "cart deleted the stream");
+    assert!(stream_changed, "cart changed the stream");
+    assert!(purged, "cart purged the stream");
+
+    // The product service's consumer and the stream are as they were.
+    let mut stream = product.ensure_stream().await.expect("stream");
+    let info = stream
+        .consumer_info("product")
+        .await
+        .expect("the consumer is still there");
+    assert_eq!(info.config.filter_subjects, filters);
+    let info = stream.info().await.expect("stream info");
+    assert_eq!(info.config.max_messages, -1, "the stream was not changed");
 }
