@@ -312,3 +312,120 @@ async fn a_service_cannot_delete_or_alter_another_services_consumer_or_the_strea
     let info = stream.info().await.expect("stream info");
     assert_eq!(info.config.max_messages, -1, "the stream was not changed");
 }
+
+/// A handler that passes on the ids of the events it handles.
+struct Recorder(tokio::sync::mpsc::UnboundedSender<uuid::Uuid>);
+
+impl souk_shared::consumer::Handler for Recorder {
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut sqlx::PgConnection,
+        event: &'a souk_shared::events::Envelope,
+    ) -> souk_shared::consumer::HandleResult<'a> {
+        let _ = self.0.send(event.id);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../services/shared/migrations");
+
+/// The code the services run, with their own users: the order service's relayer publishes an
+/// outbox row, the product service's consumer (`souk_shared::consumer`) creates its durable
+/// consumer, pulls, acks, and dead-letters a malformed message. Nothing needs more than the
+/// permissions of `souk_contract::bus`.
+#[tokio::test]
+async fn the_relayer_and_a_consumer_work_with_their_services_users() {
+    use souk_shared::{
+        Shutdown,
+        consumer::{self, ConsumerConfig, ConsumerMetrics},
+        events::Envelope,
+        outbox,
+        testing::TestDatabase,
+    };
+
+    let Some(binary) = nats_server_binary() else {
+        eprintln!("skipped: no nats-server binary (set SOUK_NATS_SERVER_BIN)");
+        return;
+    };
+    let shop = unique_shop();
+    let server = AuthenticatedServer::start(&binary, &shop);
+    let db = TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(db.url().expose())
+        .await
+        .expect("connect");
+    MIGRATOR.run(&pool).await.expect("migrate");
+    let shutdown = Shutdown::new();
+
+    let event = souk_protos::v1::OrderCreated {
+        order_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    let mut tx = pool.begin().await.expect("begin");
+    let id = outbox::enqueue(&mut tx, &shop, &event)
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+
+    let relayer = souk_relayer::Relayer::new(
+        "order",
+        pool.clone(),
+        server.bus(&shop, "order").await,
+        souk_relayer::Settings::default(),
+        souk_relayer::Metrics::default(),
+    );
+    tokio::spawn(relayer.run(shutdown.clone()));
+
+    let (handled, mut ids) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(consumer::run(
+        server.bus(&shop, "product").await,
+        pool.clone(),
+        ConsumerConfig {
+            name: "product",
+            events: &["order.created", "order.cancelled"],
+            max_deliver: 1,
+        },
+        std::sync::Arc::new(Recorder(handled)),
+        ConsumerMetrics::default(),
+        shutdown.clone(),
+    ));
+    let received = tokio::time::timeout(Duration::from_secs(30), ids.recv())
+        .await
+        .expect("the product service's consumer receives the relayed event in time");
+    assert_eq!(received, Some(id));
+
+    // A malformed order.created (from the order user, who may publish it) is dead-lettered by
+    // the product service's consumer, with its own user.
+    let order = server.bus(&shop, "order").await;
+    order
+        .jetstream()
+        .publish(events::subject(&shop, "order.created"), "garbage".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let admin = server.bus(&shop, bus_auth::ADMIN_USER).await;
+    let dead_letters = events::dead_letter_subject(&shop, "product");
+    let stream = admin.ensure_stream().await.expect("stream");
+    let dead_letter = eventually("the dead letter", Duration::from_secs(30), || {
+        let mut stream = stream.clone();
+        let dead_letters = dead_letters.clone();
+        async move {
+            let info = stream.info().await.ok()?;
+            let state = &info.state;
+            // Three messages: the relayed event, the garbage, its dead letter.
+            (state.messages >= 3).then_some(())?;
+            let message = stream
+                .get_last_raw_message_by_subject(&dead_letters)
+                .await
+                .ok()?;
+            Some(message.payload)
+        }
+    })
+    .await;
+    assert_eq!(&dead_letter[..], b"garbage");
+    assert!(
+        Envelope::decode(&dead_letter).is_err(),
+        "the dead letter is the message as it came"
+    );
+    shutdown.trigger();
+}
