@@ -179,7 +179,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     }
 
     let generated = create_missing_secrets(shop, &secrets_api, &desired, &mut seen).await?;
-    stamp_secret_hashes(&secrets_api, &mut desired, &mut seen).await?;
+    stamp_secret_hashes(shop, &secrets_api, &mut desired, &mut seen).await?;
     let applied = apply_children(&client, &namespace, &desired).await?;
     let pruned = prune(shop, &client, &namespace).await?;
 
@@ -395,20 +395,26 @@ async fn create_missing_secrets(
     Ok(created)
 }
 
-/// Stamps each Deployment's pod template with a hash of the Secrets its pods read, so that a
-/// changed admin, JWT or database Secret rolls the pods that read it.
-/// Secrets not in `seen` are read (and added to it).
+/// Stamps each Deployment's pod template (and the managed NATS's) with a hash of the Secrets
+/// its pods read, so that a changed admin, JWT, database or NATS users' Secret rolls the pods
+/// that read it. Secrets not in `seen` are read (and added to it).
 async fn stamp_secret_hashes(
+    shop: &Shop,
     api: &Api<Secret>,
     desired: &mut Desired,
     seen: &mut SeenSecrets,
 ) -> Result<(), Error> {
     for child in &mut desired.children {
-        let Child::Deployment(deployment) = child else {
-            continue;
+        let names = match child {
+            Child::Deployment(deployment) => desired::secrets_read(deployment),
+            Child::StatefulSet(set) => match desired::nats_secrets_read(shop, set) {
+                Some(names) => names,
+                None => continue,
+            },
+            _ => continue,
         };
         let mut read = BTreeMap::new();
-        for name in desired::secrets_read(deployment) {
+        for name in names {
             if !seen.contains_key(&name) {
                 let secret = api
                     .get_opt(&name)
@@ -418,7 +424,12 @@ async fn stamp_secret_hashes(
             }
             read.insert(name.clone(), seen[&name].clone());
         }
-        desired::stamp_secrets_hash(deployment, desired::secrets_hash(&read));
+        let hash = desired::secrets_hash(&read);
+        match child {
+            Child::Deployment(deployment) => desired::stamp_secrets_hash(deployment, hash),
+            Child::StatefulSet(set) => desired::stamp_nats_secrets_hash(set, hash),
+            _ => {}
+        }
     }
     Ok(())
 }

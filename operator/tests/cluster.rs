@@ -1310,7 +1310,10 @@ fn nats_users_and_network_policies_are_made_kept_across_reconciles_and_collected
     let nats_policy = object(&ns, "networkpolicy/auth-nats");
     let from = &nats_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"];
     assert_eq!(from["app.kubernetes.io/instance"], "auth", "{nats_policy}");
-    assert!(from["app.kubernetes.io/component"].is_null(), "{nats_policy}");
+    assert!(
+        from["app.kubernetes.io/component"].is_null(),
+        "{nats_policy}"
+    );
 
     // A removed policy comes back (the operator watches them), and the reconciles that follow,
     // also those of a restarted operator, keep the passwords and rewrite nothing.
@@ -1332,12 +1335,44 @@ fn nats_users_and_network_policies_are_made_kept_across_reconciles_and_collected
         || ns.get("networkpolicy/auth-nats"),
     );
     ns.wait_condition("auth", "Ready", "True");
-    assert_eq!(object(&ns, "secret/auth-nats")["data"], data, "passwords changed");
+    assert_eq!(
+        object(&ns, "secret/auth-nats")["data"],
+        data,
+        "passwords changed"
+    );
     assert_eq!(version("configmap/auth-nats"), config_version);
     assert_eq!(
         object(&ns, "statefulset/auth-nats")["metadata"]["generation"],
         nats_generation,
         "NATS was rolled for nothing"
+    );
+
+    // Rotation: the Secret deleted, a new one is generated, and NATS and the services that
+    // read it roll together (NATS would otherwise keep the old hashes).
+    let secrets_hash = |what: &str| {
+        object(&ns, what)["spec"]["template"]["metadata"]["annotations"]["souk.dev/secrets-hash"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{what} has no secrets hash"))
+    };
+    let (nats_hash, cart_hash) = (
+        secrets_hash("statefulset/auth-nats"),
+        secrets_hash("deployment/auth-cart"),
+    );
+    ok(ns.kubectl(&["delete", "secret", "auth-nats"]));
+    wait_until(
+        "a new NATS users' Secret rolls NATS and the cart service",
+        Duration::from_secs(60),
+        || {
+            let rotated = ns.get("secret/auth-nats")?;
+            let rolled = secrets_hash("statefulset/auth-nats") != nats_hash
+                && secrets_hash("deployment/auth-cart") != cart_hash;
+            if rotated["data"] != data && rolled {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
     );
 
     // Deleting the shop takes them all.

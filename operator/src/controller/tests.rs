@@ -49,8 +49,9 @@ fn existing_secret(name: &str) -> Secret {
     secret
 }
 
-/// Every child of the default `demo` shop, in the order they must be applied.
-async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
+/// Every child of the default `demo` shop, in the order they must be applied; returns the NATS
+/// StatefulSet as applied.
+async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) -> serde_json::Value {
     for service in DB_SERVICES {
         server
             .expect_apply("NetworkPolicy", &format!("demo-{service}-db"), rollout)
@@ -69,7 +70,7 @@ async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
     }
     server.expect_apply("ConfigMap", "demo-nats", rollout).await;
     server.expect_apply("Service", "demo-nats", rollout).await;
-    server
+    let nats = server
         .expect_apply("StatefulSet", "demo-nats", rollout)
         .await;
     for service in ["gateway", "user", "product", "cart", "order", "payment"] {
@@ -82,6 +83,7 @@ async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
     }
     // No Ingress asked for: one that the shop made earlier would be pruned.
     server.expect_get("Ingress", "demo-gateway", None).await;
+    nats
 }
 
 fn condition(status: &ShopStatus, type_: &str) -> (String, String) {
@@ -545,4 +547,50 @@ async fn an_admin_secret_without_a_password_is_degraded_and_nothing_is_applied()
         result.expect("reconcile"),
         Action::requeue(RESYNC_MISSING_SECRET)
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_nats_users_secret_restarts_nats_with_it() {
+    let status = first_reconcile().await;
+    let shop = Shop::test().with_status(status);
+    let mut hashes = Vec::new();
+    for password in ["first", "rotated"] {
+        let mut nats_secret = existing_secret("demo-nats");
+        nats_secret
+            .data
+            .get_or_insert_with(Default::default)
+            .insert(
+                "cart".to_owned(),
+                k8s_openapi::ByteString(password.as_bytes().to_vec()),
+            );
+        let mut applied = None;
+        let (result, _) = reconcile_with(shop.clone(), |mut server| {
+            let applied = &mut applied;
+            async move {
+                server
+                    .expect_get_secret("demo-jwt", Some(existing_secret("demo-jwt")))
+                    .await;
+                for service in DB_SERVICES {
+                    let name = format!("demo-{service}-db");
+                    server
+                        .expect_get_secret(&name, Some(existing_secret(&name)))
+                        .await;
+                }
+                server
+                    .expect_get_secret("demo-nats", Some(nats_secret))
+                    .await;
+                *applied = Some(expect_default_children(&mut server, Rollout::Pending).await);
+                server
+            }
+        })
+        .await;
+        result.expect("reconcile");
+        let nats = applied.expect("NATS applied");
+        let hash = nats["spec"]["template"]["metadata"]["annotations"]["souk.dev/secrets-hash"]
+            .as_str()
+            .expect("a secrets hash on the NATS pods")
+            .to_owned();
+        hashes.push(hash);
+    }
+    assert_ne!(hashes[0], hashes[1], "NATS would keep the old hashes");
 }

@@ -236,12 +236,25 @@ pub const SECRETS_HASH_ANNOTATION: &str = "souk.dev/secrets-hash";
 
 /// The Secrets the pods of `deployment` read, through environment variables or volumes.
 pub fn secrets_read(deployment: &Deployment) -> BTreeSet<String> {
+    secrets_read_by(
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref()),
+    )
+}
+
+/// The Secrets the pods of the managed NATS read (its users' hashes); `None` for another
+/// StatefulSet. A database's pods are not rolled for their Secret: Postgres reads its password
+/// once, when it creates its data.
+pub fn nats_secrets_read(shop: &Shop, set: &StatefulSet) -> Option<BTreeSet<String>> {
+    (set.metadata.name.as_deref() == Some(names::nats(shop).as_str()))
+        .then(|| secrets_read_by(set.spec.as_ref().and_then(|s| s.template.spec.as_ref())))
+}
+
+fn secrets_read_by(pod: Option<&k8s_openapi::api::core::v1::PodSpec>) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let Some(pod) = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-    else {
+    let Some(pod) = pod else {
         return names;
     };
     for container in &pod.containers {
@@ -295,13 +308,26 @@ pub fn secrets_hash(secrets: &BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>
 /// Sets [`SECRETS_HASH_ANNOTATION`] on the pod template of `deployment`.
 pub fn stamp_secrets_hash(deployment: &mut Deployment, hash: String) {
     if let Some(spec) = deployment.spec.as_mut() {
-        spec.template
-            .metadata
-            .get_or_insert_with(ObjectMeta::default)
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(SECRETS_HASH_ANNOTATION.to_owned(), hash);
+        stamp(&mut spec.template, hash);
     }
+}
+
+/// Sets [`SECRETS_HASH_ANNOTATION`] on the pod template of the managed NATS: a new users'
+/// Secret (deleted to rotate the passwords) restarts NATS with the new hashes, as it rolls the
+/// services with the new passwords.
+pub fn stamp_nats_secrets_hash(set: &mut StatefulSet, hash: String) {
+    if let Some(spec) = set.spec.as_mut() {
+        stamp(&mut spec.template, hash);
+    }
+}
+
+fn stamp(template: &mut k8s_openapi::api::core::v1::PodTemplateSpec, hash: String) {
+    template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(SECRETS_HASH_ANNOTATION.to_owned(), hash);
 }
 
 /// Every Secret the shop's pods read or the operator generates for it: a change to any of them
