@@ -107,8 +107,9 @@ pub fn credentials_env(shop: &Shop, service: Component) -> Vec<EnvVar> {
 }
 
 /// Adds [`credentials_env`] to every container of `deployment` (the service and its relayer,
-/// which publishes as its service), unless a container already sets the variable (the user's
-/// own `env` of the service wins; a duplicate name would make the apply fail).
+/// which publishes as its service), unless a container already sets either variable: the
+/// service's own `env` wins, whole (half of each would mix two users' credentials; a
+/// duplicate name would make the apply fail).
 pub fn add_credentials(deployment: &mut Deployment, shop: &Shop, service: Component) {
     let credentials = credentials_env(shop, service);
     let Some(pod) = deployment
@@ -120,10 +121,11 @@ pub fn add_credentials(deployment: &mut Deployment, shop: &Shop, service: Compon
     };
     for container in &mut pod.containers {
         let vars = container.env.get_or_insert_with(Vec::new);
-        for var in &credentials {
-            if !vars.iter().any(|v| v.name == var.name) {
-                vars.push(var.clone());
-            }
+        if !vars
+            .iter()
+            .any(|v| credentials.iter().any(|c| c.name == v.name))
+        {
+            vars.extend(credentials.iter().cloned());
         }
     }
 }

@@ -760,7 +760,7 @@ fn a_shop_with_an_external_nats_gets_no_nats_users_secret_or_configuration() {
 }
 
 #[test]
-fn a_services_own_nats_user_setting_wins_without_a_duplicate() {
+fn a_services_own_nats_setting_wins_whole_without_a_duplicate() {
     let mut shop = Shop::test();
     shop.spec
         .services
@@ -779,6 +779,35 @@ fn a_services_own_nats_user_setting_wins_without_a_duplicate() {
         .collect();
     assert_eq!(named.len(), 1);
     assert_eq!(named[0].value.as_deref(), Some("someone"));
+    assert_eq!(
+        secret_ref(cart, souk_contract::env::NATS_PASSWORD),
+        None,
+        "another user's password would be mixed in"
+    );
+    // The relayer sidecar, which does not take the service's env, keeps the operator's.
+    let order = shop_with_order_user_override();
+    let relayer = containers(&deployment(&built(&order), "demo-order"))
+        .into_iter()
+        .find(|c| c.name == "relayer")
+        .expect("relayer");
+    assert_eq!(
+        value(&relayer, souk_contract::env::NATS_USER).as_deref(),
+        Some("order")
+    );
+}
+
+fn shop_with_order_user_override() -> Shop {
+    let mut shop = Shop::test();
+    shop.spec
+        .services
+        .get_mut(Component::Order)
+        .get_or_insert_with(Default::default)
+        .env = vec![EnvVar {
+        name: souk_contract::env::NATS_USER.to_owned(),
+        value: Some("someone".to_owned()),
+        value_from: None,
+    }];
+    shop
 }
 
 /// The operator's NATS configuration and generated Secret, run by a real `nats-server` as the
