@@ -1229,6 +1229,45 @@ fn secret_key_of(container: &Value, name: &str) -> Option<(String, String)> {
         })
 }
 
+/// `nats-server -t` accepts `config` with the hashes of `secret` (as stored: base64) in its
+/// environment, as the NATS pod has them.
+#[track_caller]
+fn nats_server_accepts(config: &str, secret: &Value) {
+    let binary = std::env::var_os("SOUK_NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/souk/bin/nats-server-2.11.17"))
+        })
+        .filter(|path| path.exists())
+        .expect("a nats-server binary (scripts/setup, or SOUK_NATS_SERVER_BIN)");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret.clone()).expect("a Secret");
+    let file = std::env::temp_dir().join(format!(
+        "souk-cluster-nats-{}-{}.conf",
+        std::process::id(),
+        secret.metadata.resource_version.unwrap_or_default()
+    ));
+    std::fs::write(&file, config).expect("config file");
+    let mut command = Command::new(binary);
+    command.arg("-t").arg("-c").arg(&file);
+    for (key, value) in secret.data.unwrap_or_default() {
+        if let Some(user) = key.strip_suffix(".bcrypt") {
+            command.env(
+                format!("SOUK_NATS_PASSWORD_{}", user.to_uppercase()),
+                String::from_utf8(value.0).expect("utf-8 hash"),
+            );
+        }
+    }
+    let out = command.output().expect("run nats-server -t");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "nats-server refuses the configuration: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 #[ignore = "needs a control plane: scripts/cluster-test"]
 fn nats_users_and_network_policies_are_made_kept_across_reconciles_and_collected() {
@@ -1256,6 +1295,7 @@ fn nats_users_and_network_policies_are_made_kept_across_reconciles_and_collected
         "{text}"
     );
     assert!(!text.contains("$JS.API.>"), "{text}");
+    nats_server_accepts(text, &secret);
     let nats = object(&ns, "statefulset/auth-nats");
     let container = &nats["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
