@@ -7,6 +7,8 @@
 //!
 //! No dependencies: the operator uses it without pulling in the services.
 
+pub mod bus;
+
 /// Subcommands of `souk` that containers run: `souk serve <service>`, `souk relay <service>`.
 pub mod command {
     /// Runs one service (gRPC, or the gateway's HTTP).
@@ -27,6 +29,10 @@ pub mod env {
     pub const METRICS_ADDR: &str = "SOUK_METRICS_ADDR";
     /// The NATS server.
     pub const NATS_URL: &str = "SOUK_NATS_URL";
+    /// The NATS user a process connects as: its service's (see [`crate::bus`]).
+    pub const NATS_USER: &str = "SOUK_NATS_USER";
+    /// The password of [`NATS_USER`].
+    pub const NATS_PASSWORD: &str = "SOUK_NATS_PASSWORD";
     /// Where the gateway listens.
     pub const HTTP_ADDR: &str = "SOUK_HTTP_ADDR";
     /// Where a gRPC service listens.

@@ -4,7 +4,8 @@
 //! 1. compute the desired state (pure; a bad spec stops here: `Degraded`, nothing applied);
 //! 2. check that the Secrets the user provides exist with their keys (same outcome if not);
 //! 3. create the generated Secrets that are absent (never overwrite one);
-//! 4. apply every child (databases and NATS first, then the services, then the Ingress), then
+//! 4. apply every child (NetworkPolicies, databases and NATS first, then the services, then the
+//!    Ingress), then
 //!    delete the children the spec no longer needs (a database become external, say);
 //! 5. compute the status from what the API server answered and patch it when it changed;
 //! 6. record Events for what changed (secrets generated, shop ready) or failed.
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
@@ -178,7 +179,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     }
 
     let generated = create_missing_secrets(shop, &secrets_api, &desired, &mut seen).await?;
-    stamp_secret_hashes(&secrets_api, &mut desired, &mut seen).await?;
+    stamp_secret_hashes(shop, &secrets_api, &mut desired, &mut seen).await?;
     let applied = apply_children(&client, &namespace, &desired).await?;
     let pruned = prune(shop, &client, &namespace).await?;
 
@@ -394,20 +395,26 @@ async fn create_missing_secrets(
     Ok(created)
 }
 
-/// Stamps each Deployment's pod template with a hash of the Secrets its pods read, so that a
-/// changed admin, JWT or database Secret rolls the pods that read it.
-/// Secrets not in `seen` are read (and added to it).
+/// Stamps each Deployment's pod template (and the managed NATS's) with a hash of the Secrets
+/// its pods read, so that a changed admin, JWT, database or NATS users' Secret rolls the pods
+/// that read it. Secrets not in `seen` are read (and added to it).
 async fn stamp_secret_hashes(
+    shop: &Shop,
     api: &Api<Secret>,
     desired: &mut Desired,
     seen: &mut SeenSecrets,
 ) -> Result<(), Error> {
     for child in &mut desired.children {
-        let Child::Deployment(deployment) = child else {
-            continue;
+        let names = match child {
+            Child::Deployment(deployment) => desired::secrets_read(deployment),
+            Child::StatefulSet(set) => match desired::nats_secrets_read(shop, set) {
+                Some(names) => names,
+                None => continue,
+            },
+            _ => continue,
         };
         let mut read = BTreeMap::new();
-        for name in desired::secrets_read(deployment) {
+        for name in names {
             if !seen.contains_key(&name) {
                 let secret = api
                     .get_opt(&name)
@@ -417,7 +424,12 @@ async fn stamp_secret_hashes(
             }
             read.insert(name.clone(), seen[&name].clone());
         }
-        desired::stamp_secrets_hash(deployment, desired::secrets_hash(&read));
+        let hash = desired::secrets_hash(&read);
+        match child {
+            Child::Deployment(deployment) => desired::stamp_secrets_hash(deployment, hash),
+            Child::StatefulSet(set) => desired::stamp_nats_secrets_hash(set, hash),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -431,6 +443,8 @@ async fn apply_children(
     let mut applied = Vec::with_capacity(desired.children.len());
     for child in &desired.children {
         let answer = match child {
+            Child::NetworkPolicy(o) => Child::NetworkPolicy(apply(client, namespace, o).await?),
+            Child::ConfigMap(o) => Child::ConfigMap(apply(client, namespace, o).await?),
             Child::Service(o) => Child::Service(apply(client, namespace, o).await?),
             Child::StatefulSet(o) => Child::StatefulSet(apply(client, namespace, o).await?),
             Child::Deployment(o) => Child::Deployment(apply(client, namespace, o).await?),
@@ -476,6 +490,12 @@ async fn prune(shop: &Shop, client: &Client, namespace: &str) -> Result<Vec<Stri
             }
             ObsoleteKind::Ingress => {
                 delete_owned::<Ingress>(shop, client, namespace, &obsolete.name).await?
+            }
+            ObsoleteKind::NetworkPolicy => {
+                delete_owned::<NetworkPolicy>(shop, client, namespace, &obsolete.name).await?
+            }
+            ObsoleteKind::ConfigMap => {
+                delete_owned::<ConfigMap>(shop, client, namespace, &obsolete.name).await?
             }
         };
         if done {
@@ -652,7 +672,9 @@ pub async fn run(
         .owns(api::<Deployment>(&client, namespace), children.clone())
         .owns(api::<StatefulSet>(&client, namespace), children.clone())
         .owns(api::<Service>(&client, namespace), children.clone())
-        .owns(api::<Ingress>(&client, namespace), children)
+        .owns(api::<Ingress>(&client, namespace), children.clone())
+        .owns(api::<NetworkPolicy>(&client, namespace), children.clone())
+        .owns(api::<ConfigMap>(&client, namespace), children)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -307,6 +307,8 @@ fn collection(kind: &str) -> &'static str {
         "Deployment" => "/apis/apps/v1/namespaces/default/deployments",
         "StatefulSet" => "/apis/apps/v1/namespaces/default/statefulsets",
         "Ingress" => "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
+        "NetworkPolicy" => "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies",
+        "ConfigMap" => "/api/v1/namespaces/default/configmaps",
         other => panic!("no path for {other}"),
     }
 }

@@ -18,13 +18,16 @@
 //! | `apps` | `statefulsets` | get, list, watch, create, patch |
 //! | `""` | `services` | get, list, watch, create, patch, delete |
 //! | `""` | `secrets` | get, list, watch, create |
+//! | `""` | `configmaps` | get, list, watch, create, patch, delete |
 //! | `networking.k8s.io` | `ingresses` | get, list, watch, create, patch, delete |
+//! | `networking.k8s.io` | `networkpolicies` | get, list, watch, create, patch, delete |
 //! | `events.k8s.io` | `events` | create, patch |
 //! | `coordination.k8s.io` | `leases` | get, create, update (only with leader election; may be a Role in the lease namespace) |
 //!
 //! Children are removed by the garbage collector through their owner references when the `Shop`
 //! is deleted. `delete` is needed only to prune what a changed spec no longer needs (the Service
-//! of a database or NATS switched to external, an Ingress removed), and only objects the Shop
+//! and NetworkPolicy of a database or NATS switched to external, NATS's ConfigMap, an Ingress
+//! removed), and only objects the Shop
 //! controls are deleted. A data-holding StatefulSet is never deleted by the operator: switched to
 //! external, it is scaled to zero with its volume (switch back and it returns with its data).
 //! Secrets are watched (a Secret a Shop reads, created or changed, reconciles that Shop).

@@ -120,7 +120,7 @@ pub fn observe(shop: &Shop, namespace: &str, applied: &[Child]) -> Observation {
                         Some(format!("{scheme}://{}", ingress.host.trim()));
                 }
             }
-            Child::Service(_) => {}
+            Child::Service(_) | Child::NetworkPolicy(_) | Child::ConfigMap(_) => {}
         }
     }
     observation

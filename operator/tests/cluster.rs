@@ -398,6 +398,9 @@ fn helm_install_establishes_the_crd_and_binds_the_operator_account() {
         ("patch", "statefulsets.apps"),
         ("create", "secrets"),
         ("watch", "secrets"),
+        ("patch", "configmaps"),
+        ("patch", "networkpolicies.networking.k8s.io"),
+        ("watch", "networkpolicies.networking.k8s.io"),
         ("create", "events.events.k8s.io"),
     ] {
         assert!(
@@ -1236,6 +1239,72 @@ fn env_of(ns: &Namespace, deployment: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+// Issue 13, item 4 ----------------------------------------------------------------------------
+
+/// `kubectl get KIND/NAME -o json`.
+#[track_caller]
+fn object(ns: &Namespace, what: &str) -> Value {
+    ns.get(what).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The secretKeyRef (Secret, key) of variable `name` in `container`.
+fn secret_key_of(container: &Value, name: &str) -> Option<(String, String)> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == name)
+        .map(|v| &v["valueFrom"]["secretKeyRef"])
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_owned(),
+                r["key"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// `nats-server -t` accepts `config` with the hashes of `secret` (as stored: base64) in its
+/// environment, as the NATS pod has them.
+#[track_caller]
+fn nats_server_accepts(config: &str, secret: &Value) {
+    let binary = std::env::var_os("SOUK_NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| {
+                PathBuf::from(home).join(format!(
+                    ".cache/souk/bin/nats-server-{}",
+                    souk_contract::NATS_VERSION
+                ))
+            })
+        })
+        .filter(|path| path.exists())
+        .expect("a nats-server binary (scripts/setup, or SOUK_NATS_SERVER_BIN)");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret.clone()).expect("a Secret");
+    let file = std::env::temp_dir().join(format!(
+        "souk-cluster-nats-{}-{}.conf",
+        std::process::id(),
+        secret.metadata.resource_version.unwrap_or_default()
+    ));
+    std::fs::write(&file, config).expect("config file");
+    let mut command = Command::new(binary);
+    command.arg("-t").arg("-c").arg(&file);
+    for (key, value) in secret.data.unwrap_or_default() {
+        if let Some(user) = key.strip_suffix(".bcrypt") {
+            command.env(
+                format!("SOUK_NATS_PASSWORD_{}", user.to_uppercase()),
+                String::from_utf8(value.0).expect("utf-8 hash"),
+            );
+        }
+    }
+    let out = command.output().expect("run nats-server -t");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "nats-server refuses the configuration: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 #[ignore = "needs a control plane: scripts/cluster-test"]
 fn callers_are_given_headless_grpc_services_that_list_every_replica() {
@@ -1530,5 +1599,175 @@ fn two_operators_never_write_at_once_even_when_the_leader_freezes() {
         b.log().contains("became the leader"),
         "operator-b took over: {}",
         b.log()
+    );
+}
+
+#[test]
+#[ignore = "needs a control plane: scripts/cluster-test"]
+fn nats_users_and_network_policies_are_made_kept_across_reconciles_and_collected() {
+    let cluster = cluster();
+    let ns = Namespace::new("nats-auth");
+    let mut operator = Operator::start(&cluster, &ns);
+    ok(ns.apply(&small_shop(&ns, "auth").to_string()));
+    ns.wait_ready("auth");
+
+    // The users' Secret: a password and a bcrypt hash per user.
+    let secret = object(&ns, "secret/auth-nats");
+    let data = secret["data"].clone();
+    for user in ["admin", "product", "cart", "order", "gateway"] {
+        assert!(data[user].is_string(), "no password for {user}: {data}");
+        assert!(
+            data[format!("{user}.bcrypt")].is_string(),
+            "no hash for {user}"
+        );
+    }
+    // The configuration asks for them, the hashes coming from the pod's environment.
+    let config = object(&ns, "configmap/auth-nats");
+    let text = config["data"]["nats.conf"].as_str().expect("nats.conf");
+    assert!(
+        text.contains(r#"user: "cart", password: $SOUK_NATS_PASSWORD_CART,"#),
+        "{text}"
+    );
+    assert!(!text.contains("$JS.API.>"), "{text}");
+    nats_server_accepts(text, &secret);
+    let nats = object(&ns, "statefulset/auth-nats");
+    let container = &nats["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        secret_key_of(container, "SOUK_NATS_PASSWORD_CART"),
+        Some(("auth-nats".into(), "cart.bcrypt".into()))
+    );
+    assert_eq!(container["args"], json!(["-c", "/etc/nats/nats.conf"]));
+    // Each service reads its own user's password; a service without NATS reads none.
+    for (deployment, user) in [
+        ("auth-cart", Some("cart")),
+        ("auth-order", Some("order")),
+        ("auth-gateway", Some("gateway")),
+        ("auth-user", None),
+    ] {
+        let deployment = object(&ns, &format!("deployment/{deployment}"));
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+        {
+            assert_eq!(
+                secret_key_of(container, "SOUK_NATS_PASSWORD"),
+                user.map(|u| ("auth-nats".to_owned(), u.to_owned())),
+                "{}",
+                container["name"]
+            );
+        }
+    }
+
+    // The NetworkPolicies, as the API server validated and stored them.
+    let policies = json_of(&ok(ns.kubectl(&["get", "networkpolicies", "-o", "json"])));
+    let mut names = names_of(&policies);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "auth-cart-db",
+            "auth-nats",
+            "auth-order-db",
+            "auth-payment-db",
+            "auth-product-db",
+            "auth-user-db"
+        ]
+    );
+    let cart_db = object(&ns, "networkpolicy/auth-cart-db");
+    assert_eq!(
+        cart_db["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "cart-db"
+    );
+    let from = &cart_db["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"];
+    assert_eq!(from["app.kubernetes.io/component"], "cart", "{cart_db}");
+    assert_eq!(from["app.kubernetes.io/instance"], "auth", "{cart_db}");
+    let nats_policy = object(&ns, "networkpolicy/auth-nats");
+    let from = &nats_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"];
+    assert_eq!(from["app.kubernetes.io/instance"], "auth", "{nats_policy}");
+    assert!(
+        from["app.kubernetes.io/component"].is_null(),
+        "{nats_policy}"
+    );
+
+    // A removed policy comes back (the operator watches them), and the reconciles that follow,
+    // also those of a restarted operator, keep the passwords and rewrite nothing.
+    let version = |what: &str| object(&ns, what)["metadata"]["resourceVersion"].clone();
+    let config_version = version("configmap/auth-nats");
+    let nats_generation = object(&ns, "statefulset/auth-nats")["metadata"]["generation"].clone();
+    ok(ns.kubectl(&["delete", "networkpolicy", "auth-user-db"]));
+    wait_until(
+        "the deleted NetworkPolicy is applied again",
+        Duration::from_secs(60),
+        || ns.get("networkpolicy/auth-user-db"),
+    );
+    operator.stop();
+    let _operator = Operator::start_with(&cluster, &ns, &[], &format!("{}-again", ns.name));
+    ok(ns.kubectl(&["delete", "networkpolicy", "auth-nats"]));
+    wait_until(
+        "the restarted operator reconciles",
+        Duration::from_secs(60),
+        || ns.get("networkpolicy/auth-nats"),
+    );
+    ns.wait_condition("auth", "Ready", "True");
+    assert_eq!(
+        object(&ns, "secret/auth-nats")["data"],
+        data,
+        "passwords changed"
+    );
+    assert_eq!(version("configmap/auth-nats"), config_version);
+    assert_eq!(
+        object(&ns, "statefulset/auth-nats")["metadata"]["generation"],
+        nats_generation,
+        "NATS was rolled for nothing"
+    );
+
+    // Rotation: the Secret deleted, a new one is generated, and NATS and the services that
+    // read it roll together (NATS would otherwise keep the old hashes).
+    let secrets_hash = |what: &str| {
+        object(&ns, what)["spec"]["template"]["metadata"]["annotations"]["souk.dev/secrets-hash"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{what} has no secrets hash"))
+    };
+    let (nats_hash, cart_hash) = (
+        secrets_hash("statefulset/auth-nats"),
+        secrets_hash("deployment/auth-cart"),
+    );
+    ok(ns.kubectl(&["delete", "secret", "auth-nats"]));
+    wait_until(
+        "a new NATS users' Secret rolls NATS and the cart service",
+        Duration::from_secs(60),
+        || {
+            let rotated = ns.get("secret/auth-nats")?;
+            let rolled = secrets_hash("statefulset/auth-nats") != nats_hash
+                && secrets_hash("deployment/auth-cart") != cart_hash;
+            if rotated["data"] != data && rolled {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    );
+
+    // Deleting the shop takes them all.
+    ok(ns.kubectl(&["delete", "shop", "auth", "--wait=true", "--timeout=180s"]));
+    wait_until(
+        "the NATS users, configuration and policies are collected",
+        Duration::from_secs(240),
+        || {
+            let left = names_of(&json_of(&ns.kubectl(&[
+                "get",
+                "secrets,configmaps,networkpolicies",
+                "-l",
+                "app.kubernetes.io/instance=auth",
+                "-o",
+                "json",
+            ])?));
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
     );
 }

@@ -50,6 +50,8 @@ pub struct Options {
     pub silent_participants: Vec<&'static str>,
     /// The gateway's limits, when not the default.
     pub gateway_limits: Option<souk_gateway::Limits>,
+    /// The user service's bound on password hashing, when not this machine's.
+    pub hash_limits: Option<souk_user::HashLimits>,
 }
 
 /// A shop under test.
@@ -210,6 +212,9 @@ impl TestShop {
         config.silent_participants = options.silent_participants;
         if let Some(limits) = options.gateway_limits {
             config.gateway_limits = limits;
+        }
+        if let Some(limits) = options.hash_limits {
+            config.hash_limits = limits;
         }
         let listener = testing::listener().await;
         let shop = souk::up(config, listener, Shutdown::new())

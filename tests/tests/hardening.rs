@@ -450,3 +450,55 @@ async fn refresh_tokens_rotate_and_logout_ends_the_session() {
         .await
         .expect(StatusCode::BAD_REQUEST);
 }
+
+/// Issue 13, item 1: logins beyond the hashing bound are answered at once with a 503 problem
+/// and `Retry-After`, the others as usual; the bound here is 1 hashing and 1 waiting.
+#[tokio::test]
+async fn logins_beyond_the_hashing_bound_are_503_with_retry_after() {
+    let shop = TestShop::start_with(Options {
+        hash_limits: Some(souk_user::HashLimits {
+            concurrent: 1,
+            queued: 1,
+        }),
+        ..Options::default()
+    })
+    .await;
+    if std::env::var("SOUK_E2E_URL").is_ok() {
+        eprintln!("skipped: the hashing bound is set on the in-process shop only");
+        return;
+    }
+    // Distinct unknown accounts: no per-account throttle, each still costs a hash.
+    let logins = (0..12).map(|i| {
+        let shop = &shop;
+        async move {
+            shop.post(
+                "/api/auth/login",
+                None,
+                &json!({"email": format!("nobody-{i}@example.com"), "password": "wrong-password"}),
+            )
+            .await
+        }
+    });
+    let replies = futures::future::join_all(logins).await;
+    let mut refused = 0;
+    for reply in &replies {
+        match reply.status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                reply.expect(StatusCode::SERVICE_UNAVAILABLE);
+                let retry_after: u64 = reply.headers["retry-after"]
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .expect("Retry-After in seconds");
+                assert!(retry_after >= 1, "{retry_after}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.text),
+        }
+    }
+    assert!(
+        refused >= 6,
+        "only {refused} of 12 refused with 1 hashing and 1 waiting"
+    );
+}

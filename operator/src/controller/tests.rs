@@ -49,8 +49,17 @@ fn existing_secret(name: &str) -> Secret {
     secret
 }
 
-/// Every child of the default `demo` shop, in the order they must be applied.
-async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
+/// Every child of the default `demo` shop, in the order they must be applied; returns the NATS
+/// StatefulSet as applied.
+async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) -> serde_json::Value {
+    for service in DB_SERVICES {
+        server
+            .expect_apply("NetworkPolicy", &format!("demo-{service}-db"), rollout)
+            .await;
+    }
+    server
+        .expect_apply("NetworkPolicy", "demo-nats", rollout)
+        .await;
     for service in DB_SERVICES {
         server
             .expect_apply("Service", &format!("demo-{service}-db"), rollout)
@@ -59,8 +68,9 @@ async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
             .expect_apply("StatefulSet", &format!("demo-{service}-db"), rollout)
             .await;
     }
+    server.expect_apply("ConfigMap", "demo-nats", rollout).await;
     server.expect_apply("Service", "demo-nats", rollout).await;
-    server
+    let nats = server
         .expect_apply("StatefulSet", "demo-nats", rollout)
         .await;
     for service in ["gateway", "user", "product", "cart", "order", "payment"] {
@@ -78,6 +88,7 @@ async fn expect_default_children(server: &mut ApiServer, rollout: Rollout) {
     }
     // No Ingress asked for: one that the shop made earlier would be pruned.
     server.expect_get("Ingress", "demo-gateway", None).await;
+    nats
 }
 
 fn condition(status: &ShopStatus, type_: &str) -> (String, String) {
@@ -101,12 +112,22 @@ async fn first_reconcile() -> ShopStatus {
                 server.expect_get_secret(&name, None).await;
                 server.expect_create_secret(&name).await;
             }
+            server.expect_get_secret("demo-nats", None).await;
+            let nats = server.expect_create_secret("demo-nats").await;
+            let users = nats.string_data.expect("string data");
+            for user in ["admin", "product", "cart", "order", "gateway"] {
+                assert!(users.contains_key(user), "no password for {user}");
+                assert!(
+                    users[&format!("{user}.bcrypt")].starts_with("$2a$"),
+                    "no bcrypt hash for {user}"
+                );
+            }
             expect_default_children(&mut server, Rollout::Pending).await;
             *status = Some(server.expect_status_patch(&shop).await);
             let note = server.expect_event("Normal", "SecretsGenerated").await;
             assert_eq!(
                 note,
-                "generated demo-jwt, demo-user-db, demo-product-db, demo-cart-db, demo-order-db, demo-payment-db"
+                "generated demo-jwt, demo-user-db, demo-product-db, demo-cart-db, demo-order-db, demo-payment-db, demo-nats"
             );
             server
         }
@@ -152,6 +173,9 @@ async fn a_second_reconcile_changes_nothing_and_regenerates_no_secret() {
                 .expect_get_secret(&name, Some(existing_secret(&name)))
                 .await;
         }
+        server
+            .expect_get_secret("demo-nats", Some(existing_secret("demo-nats")))
+            .await;
         // Same objects applied again (a no-op for the API server); no Secret created, no
         // status patch (nothing changed), no Event.
         expect_default_children(&mut server, Rollout::Pending).await;
@@ -179,6 +203,9 @@ async fn the_status_turns_ready_when_the_children_do() {
                 .expect_get_secret(&name, Some(existing_secret(&name)))
                 .await;
         }
+        server
+            .expect_get_secret("demo-nats", Some(existing_secret("demo-nats")))
+            .await;
         expect_default_children(&mut server, Rollout::Ready).await;
         let status = server.expect_status_patch(&patched).await;
         assert_eq!(
@@ -320,13 +347,17 @@ async fn a_failed_apply_is_an_error_reported_in_the_status() {
             "demo-cart-db",
             "demo-order-db",
             "demo-payment-db",
+            "demo-nats",
         ] {
             server
                 .expect_get_secret(name, Some(existing_secret(name)))
                 .await;
         }
         server
-            .expect_failing_apply("/api/v1/namespaces/default/services", "demo-user-db")
+            .expect_failing_apply(
+                "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies",
+                "demo-user-db",
+            )
             .await;
         let status = server.expect_status_patch(&patched).await;
         assert_eq!(
@@ -338,7 +369,7 @@ async fn a_failed_apply_is_an_error_reported_in_the_status() {
             .map(|c| c.message.clone())
             .unwrap_or_default();
         assert!(
-            message.starts_with("could not apply Service demo-user-db"),
+            message.starts_with("could not apply NetworkPolicy demo-user-db"),
             "{message}"
         );
         server.expect_event("Warning", "ApplyFailed").await;
@@ -379,7 +410,11 @@ async fn a_database_switched_to_external_keeps_its_postgres_scaled_to_zero() {
     let uid = shop.metadata.uid.clone().unwrap_or_default();
     let owned = |kind: &str, name: &str, object_uid: &str| {
         serde_json::json!({
-            "apiVersion": if kind == "Service" { "v1" } else { "apps/v1" },
+            "apiVersion": match kind {
+                "Service" | "ConfigMap" => "v1",
+                "NetworkPolicy" => "networking.k8s.io/v1",
+                _ => "apps/v1",
+            },
             "kind": kind,
             "metadata": {"name": name, "namespace": "default", "uid": object_uid,
                          "ownerReferences": [{"apiVersion": "souk.dev/v1alpha1", "kind": "Shop",
@@ -405,6 +440,15 @@ async fn a_database_switched_to_external_keeps_its_postgres_scaled_to_zero() {
         ] {
             server
                 .expect_get_secret(name, Some(existing_secret(name)))
+                .await;
+        }
+        for service in ["user", "product", "cart", "payment"] {
+            server
+                .expect_apply(
+                    "NetworkPolicy",
+                    &format!("demo-{service}-db"),
+                    Rollout::Ready,
+                )
                 .await;
         }
         for service in ["user", "product", "cart", "payment"] {
@@ -448,17 +492,29 @@ async fn a_database_switched_to_external_keeps_its_postgres_scaled_to_zero() {
         server
             .expect_delete("Service", "demo-order-db", "svc-1")
             .await;
+        server
+            .expect_get(
+                "NetworkPolicy",
+                "demo-order-db",
+                Some(owned("NetworkPolicy", "demo-order-db", "np-1")),
+            )
+            .await;
+        server
+            .expect_delete("NetworkPolicy", "demo-order-db", "np-1")
+            .await;
         server.expect_get("StatefulSet", "demo-nats", None).await;
         server
             .expect_get("Service", "demo-nats", Some(foreign_nats))
             .await;
+        server.expect_get("NetworkPolicy", "demo-nats", None).await;
+        server.expect_get("ConfigMap", "demo-nats", None).await;
         server.expect_get("Ingress", "demo-gateway", None).await;
         let status = server.expect_status_patch(&patched).await;
         assert_eq!(status.ready_components.as_deref(), Some("10/10"));
         let note = server.expect_event("Normal", "Pruned").await;
         assert_eq!(
             note,
-            "pruned StatefulSet/demo-order-db, Service/demo-order-db, no longer in the spec (a database's or NATS's StatefulSet is scaled to zero, its volume kept)"
+            "pruned StatefulSet/demo-order-db, Service/demo-order-db, NetworkPolicy/demo-order-db, no longer in the spec (a database's or NATS's StatefulSet is scaled to zero, its volume kept)"
         );
         server.expect_event("Normal", "ShopReady").await;
         server
@@ -501,4 +557,50 @@ async fn an_admin_secret_without_a_password_is_degraded_and_nothing_is_applied()
         result.expect("reconcile"),
         Action::requeue(RESYNC_MISSING_SECRET)
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_nats_users_secret_restarts_nats_with_it() {
+    let status = first_reconcile().await;
+    let shop = Shop::test().with_status(status);
+    let mut hashes = Vec::new();
+    for password in ["first", "rotated"] {
+        let mut nats_secret = existing_secret("demo-nats");
+        nats_secret
+            .data
+            .get_or_insert_with(Default::default)
+            .insert(
+                "cart".to_owned(),
+                k8s_openapi::ByteString(password.as_bytes().to_vec()),
+            );
+        let mut applied = None;
+        let (result, _) = reconcile_with(shop.clone(), |mut server| {
+            let applied = &mut applied;
+            async move {
+                server
+                    .expect_get_secret("demo-jwt", Some(existing_secret("demo-jwt")))
+                    .await;
+                for service in DB_SERVICES {
+                    let name = format!("demo-{service}-db");
+                    server
+                        .expect_get_secret(&name, Some(existing_secret(&name)))
+                        .await;
+                }
+                server
+                    .expect_get_secret("demo-nats", Some(nats_secret))
+                    .await;
+                *applied = Some(expect_default_children(&mut server, Rollout::Pending).await);
+                server
+            }
+        })
+        .await;
+        result.expect("reconcile");
+        let nats = applied.expect("NATS applied");
+        let hash = nats["spec"]["template"]["metadata"]["annotations"]["souk.dev/secrets-hash"]
+            .as_str()
+            .expect("a secrets hash on the NATS pods")
+            .to_owned();
+        hashes.push(hash);
+    }
+    assert_ne!(hashes[0], hashes[1], "NATS would keep the old hashes");
 }

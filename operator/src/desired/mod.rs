@@ -3,7 +3,7 @@
 //! the same objects, and tests can look at every field.
 //!
 //! The only objects not fully described here are the Secrets the operator generates (database
-//! credentials, the JWT key pair): their contents are random, so [`Desired`] names them and
+//! credentials, the JWT key pair, the NATS users' passwords): their contents are random, so [`Desired`] names them and
 //! [`secrets`] builds them from a random source, once, when they are absent.
 
 pub mod gateway;
@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext, Service,
+    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, SecurityContext, Service,
 };
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -37,8 +37,9 @@ pub const MANAGER: &str = "souk-operator";
 pub struct Desired {
     /// Secrets the operator generates when absent and never overwrites.
     pub generated_secrets: Vec<GeneratedSecret>,
-    /// Objects applied server-side on every reconcile: backing stores first (databases, NATS),
-    /// then the services, then the gateway's Ingress.
+    /// Objects applied server-side on every reconcile: the NetworkPolicies first (a store is
+    /// never open before its policy), then backing stores (databases, NATS), then the services,
+    /// then the gateway's Ingress.
     pub children: Vec<Child>,
 }
 
@@ -49,13 +50,15 @@ pub enum GeneratedSecret {
     Jwt { name: String },
     /// `<shop>-<service>-db`: the credentials of a managed Postgres.
     Database { name: String, service: Component },
+    /// `<shop>-nats`: the password and bcrypt hash of each user of the managed NATS.
+    Nats { name: String },
 }
 
 impl GeneratedSecret {
     /// The Secret's name.
     pub fn name(&self) -> &str {
         match self {
-            Self::Jwt { name } | Self::Database { name, .. } => name,
+            Self::Jwt { name } | Self::Database { name, .. } | Self::Nats { name } => name,
         }
     }
 }
@@ -63,6 +66,8 @@ impl GeneratedSecret {
 /// One object applied server-side.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Child {
+    NetworkPolicy(NetworkPolicy),
+    ConfigMap(ConfigMap),
     Service(Service),
     StatefulSet(StatefulSet),
     Deployment(Deployment),
@@ -73,6 +78,8 @@ impl Child {
     /// The object's kind.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::NetworkPolicy(_) => "NetworkPolicy",
+            Self::ConfigMap(_) => "ConfigMap",
             Self::Service(_) => "Service",
             Self::StatefulSet(_) => "StatefulSet",
             Self::Deployment(_) => "Deployment",
@@ -83,6 +90,8 @@ impl Child {
     /// The object's name.
     pub fn name(&self) -> String {
         match self {
+            Self::NetworkPolicy(o) => o.name_any(),
+            Self::ConfigMap(o) => o.name_any(),
             Self::Service(o) => o.name_any(),
             Self::StatefulSet(o) => o.name_any(),
             Self::Deployment(o) => o.name_any(),
@@ -93,6 +102,8 @@ impl Child {
     /// The object as JSON, with `apiVersion` and `kind` (as it is applied and rendered).
     pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
         match self {
+            Self::NetworkPolicy(o) => serde_json::to_value(o),
+            Self::ConfigMap(o) => serde_json::to_value(o),
             Self::Service(o) => serde_json::to_value(o),
             Self::StatefulSet(o) => serde_json::to_value(o),
             Self::Deployment(o) => serde_json::to_value(o),
@@ -108,7 +119,10 @@ pub fn desired(shop: &Shop) -> Result<Desired, SpecError> {
     let mut generated_secrets = vec![GeneratedSecret::Jwt {
         name: names::jwt_secret(shop),
     }];
-    let mut children = Vec::new();
+    let mut children: Vec<Child> = network_policies::network_policies(shop)
+        .into_iter()
+        .map(Child::NetworkPolicy)
+        .collect();
 
     for service in Component::WITH_DATABASE {
         if let Database::Managed(db) = shop.spec.databases.resolve(service) {
@@ -123,6 +137,10 @@ pub fn desired(shop: &Shop) -> Result<Desired, SpecError> {
         }
     }
     if let Nats::Managed(nats) = shop.spec.nats.resolve() {
+        generated_secrets.push(GeneratedSecret::Nats {
+            name: names::nats(shop),
+        });
+        children.push(Child::ConfigMap(nats::config_map(shop)));
         children.push(Child::Service(nats::service(shop)));
         children.push(Child::StatefulSet(nats::stateful_set(shop, &nats)));
     }
@@ -131,7 +149,9 @@ pub fn desired(shop: &Shop) -> Result<Desired, SpecError> {
         if service != Component::Gateway {
             children.push(Child::Service(services::grpc_service(shop, service)));
         }
-        children.push(Child::Deployment(services::deployment(shop, service)));
+        let mut deployment = services::deployment(shop, service);
+        nats::add_credentials(&mut deployment, shop, service);
+        children.push(Child::Deployment(deployment));
     }
     if let Some(ingress) = gateway::ingress(shop) {
         children.push(Child::Ingress(ingress));
@@ -157,6 +177,8 @@ pub enum ObsoleteKind {
     Service,
     StatefulSet,
     Ingress,
+    NetworkPolicy,
+    ConfigMap,
 }
 
 impl ObsoleteKind {
@@ -166,32 +188,42 @@ impl ObsoleteKind {
             Self::Service => "Service",
             Self::StatefulSet => "StatefulSet",
             Self::Ingress => "Ingress",
+            Self::NetworkPolicy => "NetworkPolicy",
+            Self::ConfigMap => "ConfigMap",
         }
     }
 }
 
 /// The objects the shop may have made before and does not need now, workloads before their
-/// Services. The generated Secrets are never in it: credentials outlive a switch to an external
-/// database and back.
+/// Services, Services before their NetworkPolicies. The generated Secrets are never in it:
+/// credentials outlive a switch to an external database and back.
 pub fn obsolete(shop: &Shop) -> Vec<Obsolete> {
     let mut obsolete = Vec::new();
-    let mut both = |name: String| {
-        obsolete.push(Obsolete {
-            kind: ObsoleteKind::StatefulSet,
-            name: name.clone(),
-        });
-        obsolete.push(Obsolete {
-            kind: ObsoleteKind::Service,
-            name,
-        });
+    let mut store = |name: String, config_map: bool| {
+        for kind in [
+            ObsoleteKind::StatefulSet,
+            ObsoleteKind::Service,
+            ObsoleteKind::NetworkPolicy,
+        ] {
+            obsolete.push(Obsolete {
+                kind,
+                name: name.clone(),
+            });
+        }
+        if config_map {
+            obsolete.push(Obsolete {
+                kind: ObsoleteKind::ConfigMap,
+                name,
+            });
+        }
     };
     for service in Component::WITH_DATABASE {
         if let Database::External(_) = shop.spec.databases.resolve(service) {
-            both(names::database(shop, service));
+            store(names::database(shop, service), false);
         }
     }
     if let Nats::External(_) = shop.spec.nats.resolve() {
-        both(names::nats(shop));
+        store(names::nats(shop), true);
     }
     if shop.spec.gateway.ingress.is_none() {
         obsolete.push(Obsolete {
@@ -207,12 +239,25 @@ pub const SECRETS_HASH_ANNOTATION: &str = "souk.dev/secrets-hash";
 
 /// The Secrets the pods of `deployment` read, through environment variables or volumes.
 pub fn secrets_read(deployment: &Deployment) -> BTreeSet<String> {
+    secrets_read_by(
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref()),
+    )
+}
+
+/// The Secrets the pods of the managed NATS read (its users' hashes); `None` for another
+/// StatefulSet. A database's pods are not rolled for their Secret: Postgres reads its password
+/// once, when it creates its data.
+pub fn nats_secrets_read(shop: &Shop, set: &StatefulSet) -> Option<BTreeSet<String>> {
+    (set.metadata.name.as_deref() == Some(names::nats(shop).as_str()))
+        .then(|| secrets_read_by(set.spec.as_ref().and_then(|s| s.template.spec.as_ref())))
+}
+
+fn secrets_read_by(pod: Option<&k8s_openapi::api::core::v1::PodSpec>) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let Some(pod) = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-    else {
+    let Some(pod) = pod else {
         return names;
     };
     for container in &pod.containers {
@@ -266,13 +311,26 @@ pub fn secrets_hash(secrets: &BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>
 /// Sets [`SECRETS_HASH_ANNOTATION`] on the pod template of `deployment`.
 pub fn stamp_secrets_hash(deployment: &mut Deployment, hash: String) {
     if let Some(spec) = deployment.spec.as_mut() {
-        spec.template
-            .metadata
-            .get_or_insert_with(ObjectMeta::default)
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(SECRETS_HASH_ANNOTATION.to_owned(), hash);
+        stamp(&mut spec.template, hash);
     }
+}
+
+/// Sets [`SECRETS_HASH_ANNOTATION`] on the pod template of the managed NATS: a new users'
+/// Secret (deleted to rotate the passwords) restarts NATS with the new hashes, as it rolls the
+/// services with the new passwords.
+pub fn stamp_nats_secrets_hash(set: &mut StatefulSet, hash: String) {
+    if let Some(spec) = set.spec.as_mut() {
+        stamp(&mut spec.template, hash);
+    }
+}
+
+fn stamp(template: &mut k8s_openapi::api::core::v1::PodTemplateSpec, hash: String) {
+    template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(SECRETS_HASH_ANNOTATION.to_owned(), hash);
 }
 
 /// Every Secret the shop's pods read or the operator generates for it: a change to any of them
@@ -286,6 +344,7 @@ pub fn secrets_of(shop: &Shop) -> BTreeSet<String> {
     for service in Component::WITH_DATABASE {
         names.insert(names::database(shop, service));
     }
+    names.insert(names::nats(shop));
     names
 }
 
@@ -308,7 +367,8 @@ pub mod names {
         format!("{}-{service}-db", shop.name_any())
     }
 
-    /// `<shop>-nats`: StatefulSet and Service of the managed NATS.
+    /// `<shop>-nats`: StatefulSet, Service, ConfigMap, Secret and NetworkPolicy of the managed
+    /// NATS.
     pub fn nats(shop: &Shop) -> String {
         format!("{}-nats", shop.name_any())
     }

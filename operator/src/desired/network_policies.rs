@@ -3,8 +3,8 @@
 //! client port. A database or NATS the shop does not manage (external) gets none: it is not in
 //! the cluster's pod network of this shop.
 //!
-//! Pure like the rest of `desired`; the reconciler does not apply these yet (the operator's
-//! RBAC must first allow `networking.k8s.io/networkpolicies`).
+//! Pure like the rest of `desired`; the reconciler applies them before the stores they guard,
+//! and deletes the policy of a store that became external.
 
 use std::collections::BTreeMap;
 

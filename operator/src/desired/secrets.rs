@@ -1,6 +1,7 @@
-//! The Secrets the operator generates: the JWT key pair and the credentials of each managed
-//! database. They are created once, when absent, and never overwritten (a new key pair would log
-//! everybody out; a new password would lock the services out of their data). Randomness comes in
+//! The Secrets the operator generates: the JWT key pair, the credentials of each managed
+//! database and the passwords of the managed NATS's users. They are created once, when absent,
+//! and never overwritten (a new key pair would log everybody out; a new password would lock the
+//! services out of their data). Randomness comes in
 //! as an argument so tests can check the contents.
 
 use std::collections::BTreeMap;
@@ -10,7 +11,7 @@ use p256::SecretKey;
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rand_core::CryptoRngCore;
 
-use super::{GeneratedSecret, metadata, postgres};
+use super::{GeneratedSecret, metadata, nats, postgres};
 use crate::shop::Shop;
 
 /// Length of generated database passwords (alphanumeric, so safe in a URL).
@@ -18,7 +19,7 @@ pub const PASSWORD_LENGTH: usize = 32;
 
 /// A key pair could not be encoded (never expected with P-256).
 #[derive(Debug, thiserror::Error)]
-#[error("could not encode the JWT key pair: {0}")]
+#[error("could not encode a generated secret: {0}")]
 pub struct KeyEncodingError(String);
 
 /// Builds the Secret `which` with fresh random contents.
@@ -38,8 +39,27 @@ pub fn generate(
             ]);
             Ok(secret(shop, name, &postgres::component(*service), data))
         }
+        GeneratedSecret::Nats { name } => {
+            let mut data = BTreeMap::new();
+            for user in nats::users() {
+                let password = password(rng);
+                let mut salt = [0u8; 16];
+                rng.fill_bytes(&mut salt);
+                // `$2a$`: the prefix NATS's configuration reads as a hash, not as a variable.
+                let hash = bcrypt::hash_with_salt(&password, BCRYPT_COST, salt)
+                    .map_err(|e| KeyEncodingError(format!("bcrypt: {e}")))?
+                    .format_for_version(bcrypt::Version::TwoA);
+                data.insert(nats::hash_key(user), hash);
+                data.insert(nats::password_key(user), password);
+            }
+            Ok(secret(shop, name, nats::COMPONENT, data))
+        }
     }
 }
+
+/// The bcrypt cost of the NATS users' hashes. NATS checks a hash once per connection; the
+/// passwords are 190 random bits, so the cost guards nothing a guess could reach and stays low.
+const BCRYPT_COST: u32 = 10;
 
 /// `private.pem` (PKCS#8) and `public.pem` (SPKI) of a fresh P-256 key pair, for ES256.
 fn jwt(shop: &Shop, name: &str, rng: &mut impl CryptoRngCore) -> Result<Secret, KeyEncodingError> {

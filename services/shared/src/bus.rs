@@ -7,10 +7,17 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 
 use crate::{
-    bus_auth::{self, NatsCredentials},
-    config::ShopName,
+    config::{Secret, ShopName},
     events,
 };
+
+/// A user and password for the shop's NATS (the users and their permissions:
+/// `souk_contract::bus`).
+#[derive(Debug, Clone)]
+pub struct NatsCredentials {
+    pub user: String,
+    pub password: Secret<String>,
+}
 
 /// How long JetStream remembers message ids to drop duplicates (docs/architecture.md: 2 minutes).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -28,7 +35,7 @@ impl Bus {
         Self::connect_as(url, None, shop, name).await
     }
 
-    /// As `connect`, authenticated as `credentials`' user when given (`bus_auth.rs`): its
+    /// As `connect`, authenticated as `credentials`' user when given (`souk_contract::bus`): its
     /// inbox is then the user's own, the only one it may subscribe to.
     pub async fn connect_as(
         url: &str,
@@ -42,7 +49,7 @@ impl Bus {
                 credentials.user.clone(),
                 credentials.password.expose().clone(),
             )
-            .custom_inbox_prefix(bus_auth::inbox_prefix(&credentials.user));
+            .custom_inbox_prefix(souk_contract::bus::inbox_prefix(&credentials.user));
         }
         let client = options
             .name(format!("souk-{shop}-{name}"))

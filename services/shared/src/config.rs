@@ -189,21 +189,21 @@ pub struct NatsArgs {
     #[arg(long, env = "SOUK_MAX_DELIVER", default_value = "5", value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub max_deliver: i64,
 
-    /// The NATS user this process connects as (its service's, see `bus_auth`); unset: none.
-    #[arg(long, env = "SOUK_NATS_USER")]
+    /// The NATS user this process connects as (its service's, see `souk_contract::bus`); unset: none.
+    #[arg(long, env = souk_contract::env::NATS_USER)]
     pub nats_user: Option<String>,
 
     /// The password of `SOUK_NATS_USER`.
-    #[arg(long, env = "SOUK_NATS_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = souk_contract::env::NATS_PASSWORD, hide_env_values = true)]
     pub nats_password: Option<Secret<String>>,
 }
 
 impl NatsArgs {
     /// The credentials to connect with: both settings, or neither.
-    pub fn credentials(&self) -> anyhow::Result<Option<crate::bus_auth::NatsCredentials>> {
+    pub fn credentials(&self) -> anyhow::Result<Option<crate::bus::NatsCredentials>> {
         match (&self.nats_user, &self.nats_password) {
             (Some(user), Some(password)) if !user.is_empty() => {
-                Ok(Some(crate::bus_auth::NatsCredentials {
+                Ok(Some(crate::bus::NatsCredentials {
                     user: user.clone(),
                     password: password.clone(),
                 }))

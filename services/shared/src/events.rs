@@ -38,17 +38,17 @@ impl Event for CatalogChanged {
 
 /// The shop's stream: every subject of the shop, one stream per shop.
 pub fn stream_name(shop: &ShopName) -> String {
-    format!("{}_EVENTS", shop.as_str().to_ascii_uppercase())
+    souk_contract::bus::stream_name(shop.as_str())
 }
 
 /// The subject an event type travels on in this shop.
 pub fn subject(shop: &ShopName, event_type: &str) -> String {
-    format!("{shop}.{event_type}")
+    souk_contract::bus::subject(shop.as_str(), event_type)
 }
 
 /// Where a consumer sends what it could not handle.
 pub fn dead_letter_subject(shop: &ShopName, consumer: &str) -> String {
-    format!("{shop}.deadletter.{consumer}")
+    souk_contract::bus::dead_letter_subject(shop.as_str(), consumer)
 }
 
 /// Why an incoming message cannot be an event: handling it again will not help.

@@ -6,7 +6,6 @@
 
 pub mod auth;
 pub mod bus;
-pub mod bus_auth;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -30,7 +30,7 @@ pub struct ShopConfig {
     /// NATS with JetStream; the shop's stream and consumers are made when missing.
     pub nats_url: String,
     /// The user the whole shop connects to NATS as, when NATS wants one.
-    pub nats_credentials: Option<souk_shared::bus_auth::NatsCredentials>,
+    pub nats_credentials: Option<souk_shared::bus::NatsCredentials>,
     pub keys: KeyPair,
     pub token_ttl: Duration,
     /// How long a refresh token may be exchanged.
