@@ -9,6 +9,98 @@
 
 pub mod bus;
 
+/// The six services of a shop, and what each one is: its name, whether it owns a database and
+/// an outbox (drained by a relayer), which services it calls and whether it uses NATS. The
+/// operator builds its pods from this; `souk` names its services by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    Gateway,
+    User,
+    Product,
+    Cart,
+    Order,
+    Payment,
+}
+
+impl Service {
+    /// Every service, in the order they are applied and reported.
+    pub const ALL: [Service; 6] = [
+        Service::Gateway,
+        Service::User,
+        Service::Product,
+        Service::Cart,
+        Service::Order,
+        Service::Payment,
+    ];
+
+    /// The services that own a database, in order.
+    pub const WITH_DATABASE: [Service; 5] = [
+        Service::User,
+        Service::Product,
+        Service::Cart,
+        Service::Order,
+        Service::Payment,
+    ];
+
+    /// The name used in object names, args and environment (`user`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::User => "user",
+            Self::Product => "product",
+            Self::Cart => "cart",
+            Self::Order => "order",
+            Self::Payment => "payment",
+        }
+    }
+
+    /// Whether the service owns a Postgres database.
+    pub fn has_database(self) -> bool {
+        self != Self::Gateway
+    }
+
+    /// Whether its pod carries a relayer sidecar draining its outbox.
+    pub fn has_relayer(self) -> bool {
+        matches!(self, Self::Product | Self::Order)
+    }
+
+    /// The services it calls over gRPC (`souk serve <service>` reads their URLs, and no others).
+    pub fn calls(self) -> &'static [Service] {
+        match self {
+            Self::Gateway => &[Self::User, Self::Product, Self::Cart, Self::Order],
+            Self::Cart => &[Self::Product],
+            Self::Order => &[Self::Cart, Self::Product, Self::Payment],
+            Self::User | Self::Product | Self::Payment => &[],
+        }
+    }
+
+    /// Whether it uses NATS: it consumes or announces events (the gateway hears the catalog's).
+    pub fn uses_bus(self) -> bool {
+        !matches!(self, Self::User | Self::Payment)
+    }
+
+    /// The gRPC services in an order where each one's peers come before it (`souk up` starts
+    /// them so).
+    pub const IN_START_ORDER: [Service; 5] = [
+        Service::User,
+        Service::Product,
+        Service::Cart,
+        Service::Payment,
+        Service::Order,
+    ];
+
+    /// The service of this name.
+    pub fn named(name: &str) -> Option<Service> {
+        Self::ALL.into_iter().find(|service| service.name() == name)
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Subcommands of `souk` that containers run: `souk serve <service>`, `souk relay <service>`.
 pub mod command {
     /// Runs one service (gRPC, or the gateway's HTTP).
@@ -120,7 +212,24 @@ pub const NATS_VERSION: &str = "2.11.17";
 
 #[cfg(test)]
 mod tests {
-    use super::env;
+    use super::{Service, env};
+
+    #[test]
+    fn services_start_after_the_peers_they_call() {
+        for (i, service) in Service::IN_START_ORDER.into_iter().enumerate() {
+            for peer in service.calls() {
+                let at = Service::IN_START_ORDER
+                    .iter()
+                    .position(|s| s == peer)
+                    .expect("a gRPC service");
+                assert!(at < i, "{service} starts before its peer {peer}");
+            }
+        }
+        for service in Service::ALL {
+            assert_eq!(Service::named(service.name()), Some(service));
+        }
+        assert_eq!(Service::named("inventory"), None);
+    }
 
     #[test]
     fn per_service_names_follow_the_pattern() {

@@ -3,7 +3,6 @@
 //! every default and bound that the API server should enforce is written here, once.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -188,80 +187,8 @@ impl PullPolicy {
     }
 }
 
-/// The six services of a shop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Component {
-    Gateway,
-    User,
-    Product,
-    Cart,
-    Order,
-    Payment,
-}
-
-impl Component {
-    /// Every service, in the order they are applied and reported.
-    pub const ALL: [Component; 6] = [
-        Component::Gateway,
-        Component::User,
-        Component::Product,
-        Component::Cart,
-        Component::Order,
-        Component::Payment,
-    ];
-
-    /// The services that own a database, in order.
-    pub const WITH_DATABASE: [Component; 5] = [
-        Component::User,
-        Component::Product,
-        Component::Cart,
-        Component::Order,
-        Component::Payment,
-    ];
-
-    /// The name used in object names, args and environment (`user`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Gateway => "gateway",
-            Self::User => "user",
-            Self::Product => "product",
-            Self::Cart => "cart",
-            Self::Order => "order",
-            Self::Payment => "payment",
-        }
-    }
-
-    /// Whether the service owns a Postgres database.
-    pub fn has_database(self) -> bool {
-        self != Self::Gateway
-    }
-
-    /// Whether its pod carries a relayer sidecar draining its outbox.
-    pub fn has_relayer(self) -> bool {
-        matches!(self, Self::Product | Self::Order)
-    }
-
-    /// The services it calls over gRPC (`souk serve <service>` reads their URLs, and no others).
-    pub fn calls(self) -> &'static [Component] {
-        match self {
-            Self::Gateway => &[Self::User, Self::Product, Self::Cart, Self::Order],
-            Self::Cart => &[Self::Product],
-            Self::Order => &[Self::Cart, Self::Product, Self::Payment],
-            Self::User | Self::Product | Self::Payment => &[],
-        }
-    }
-
-    /// Whether it uses NATS: it consumes or announces events (the gateway hears the catalog's).
-    pub fn uses_bus(self) -> bool {
-        !matches!(self, Self::User | Self::Payment)
-    }
-}
-
-impl fmt::Display for Component {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The six services of a shop: the contract's one description of them.
+pub use souk_contract::Service as Component;
 
 /// Per-service settings; a service left out gets the defaults.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -405,7 +405,7 @@ impl Drop for TestShop {
             local.shop.shutdown().trigger();
             let databases = souk::SERVICES
                 .iter()
-                .map(|s| local.shop_name.database_name(s))
+                .map(|s| local.shop_name.database_name(s.name()))
                 .collect();
             testing::drop_databases(databases);
             testing::delete_stream(&local.shop_name);

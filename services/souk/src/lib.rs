@@ -6,6 +6,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
+pub use souk_contract::Service;
 use souk_shared::{
     Shutdown,
     bus::Bus,
@@ -81,12 +82,12 @@ impl ShopConfig {
         }
     }
 
-    fn database(&self, service: &'static str) -> DatabaseLocation {
+    fn database(&self, service: Service) -> DatabaseLocation {
         DatabaseLocation::resolve(
-            self.service_databases.get(service).cloned(),
+            self.service_databases.get(service.name()).cloned(),
             &self.database_url,
             &self.shop_name,
-            service,
+            service.name(),
         )
     }
 
@@ -95,11 +96,8 @@ impl ShopConfig {
     }
 }
 
-/// The services of a shop, in start order: each one's peers start before it.
-pub const SERVICES: &[&str] = &["user", "product", "cart", "payment", "order"];
-
-/// The services whose events leave through an outbox, each drained by a relayer.
-pub const OUTBOXES: &[&str] = &["product", "order"];
+/// The gRPC services of a shop, in start order: each one's peers start before it.
+pub const SERVICES: [Service; 5] = Service::IN_START_ORDER;
 
 /// A running shop.
 #[derive(Debug)]
@@ -139,9 +137,10 @@ impl Metrics {
         self.gateway = Some(souk_gateway::Metrics::register(&mut registry));
         self.consumers.register(&mut registry);
         self.saga.register(&mut registry);
-        for outbox in OUTBOXES {
-            let metrics = self.relayers.entry(outbox).or_default();
-            let labelled = registry.sub_registry_with_label(("outbox".into(), (*outbox).into()));
+        for outbox in SERVICES.into_iter().filter(|s| s.has_relayer()) {
+            let metrics = self.relayers.entry(outbox.name()).or_default();
+            let labelled =
+                registry.sub_registry_with_label(("outbox".into(), outbox.name().into()));
             metrics.register(labelled);
         }
         registry
@@ -192,7 +191,7 @@ pub async fn up(
         let addr = shop
             .config
             .grpc_addrs
-            .get(service)
+            .get(service.name())
             .copied()
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let addr = shop.start_service(service, addr).await?;
@@ -206,7 +205,7 @@ pub async fn up(
             .ok_or_else(|| anyhow::anyhow!("gateway metrics not registered"))?,
     );
     shop.tasks.spawn(named(
-        "gateway".into(),
+        Service::Gateway.name().into(),
         souk_gateway::serve(gateway, http, shop.shutdown.clone()),
     ));
     tracing::info!(shop = %shop.config.shop_name, "gateway listening on http://{http_addr}");
@@ -222,13 +221,13 @@ async fn named(
 
 impl RunningShop {
     fn gateway_settings(&self, metrics: souk_gateway::Metrics) -> souk_gateway::Settings {
-        let url = |service: &str| format!("http://{}", self.grpc_addrs[service]);
+        let url = |service: Service| format!("http://{}", self.grpc_addrs[service.name()]);
         souk_gateway::Settings {
             upstreams: souk_gateway::Upstreams {
-                user: url("user"),
-                product: url("product"),
-                cart: url("cart"),
-                order: url("order"),
+                user: url(Service::User),
+                product: url(Service::Product),
+                cart: url(Service::Cart),
+                order: url(Service::Order),
             },
             verifier: self.keys.verifier.clone(),
             metrics,
@@ -263,10 +262,10 @@ impl RunningShop {
         &self.bus
     }
 
-    fn url(&self, peer: &str) -> anyhow::Result<String> {
+    fn url(&self, peer: Service) -> anyhow::Result<String> {
         let addr = self
             .grpc_addrs
-            .get(peer)
+            .get(peer.name())
             .ok_or_else(|| anyhow::anyhow!("the {peer} service must start first"))?;
         Ok(format!("http://{addr}"))
     }
@@ -275,12 +274,12 @@ impl RunningShop {
     /// relayer of its outbox if it has one; returns where it listens.
     async fn start_service(
         &mut self,
-        service: &'static str,
+        service: Service,
         addr: SocketAddr,
     ) -> anyhow::Result<SocketAddr> {
         // Bound first: a restart waits here, before starting anything, for the old server to
         // let go of its port.
-        let listener = bind(service, addr).await?;
+        let listener = bind(service.name(), addr).await?;
         let addr = listener.local_addr()?;
         let stop = Shutdown::new();
         tokio::spawn({
@@ -291,11 +290,11 @@ impl RunningShop {
             }
         });
         let config = &self.config;
-        let events = config.consumes_events(service);
+        let events = config.consumes_events(service.name());
         let (task, outbox): (ServiceTask, Option<sqlx::PgPool>) = match service {
-            "user" => {
+            Service::User => {
                 let user = souk_user::UserService::start(souk_user::Settings {
-                    database: config.database("user"),
+                    database: config.database(Service::User),
                     signer: self.keys.signer.clone(),
                     verifier: self.keys.verifier.clone(),
                     admin: config.admin.clone(),
@@ -305,9 +304,9 @@ impl RunningShop {
                 .await?;
                 (Box::pin(user.serve(listener, stop.clone())), None)
             }
-            "product" => {
+            Service::Product => {
                 let mut product = souk_product::ProductService::start(souk_product::Settings {
-                    database: config.database("product"),
+                    database: config.database(Service::Product),
                     shop: config.shop_name.clone(),
                     verifier: self.keys.verifier.clone(),
                 })
@@ -322,11 +321,11 @@ impl RunningShop {
                 let pool = product.pool().clone();
                 (Box::pin(product.serve(listener, stop.clone())), Some(pool))
             }
-            "cart" => {
+            Service::Cart => {
                 let mut cart = souk_cart::CartService::start(souk_cart::Settings {
-                    database: config.database("cart"),
+                    database: config.database(Service::Cart),
                     verifier: self.keys.verifier.clone(),
-                    product_url: self.url("product")?,
+                    product_url: self.url(Service::Product)?,
                 })
                 .await?;
                 if events {
@@ -338,25 +337,25 @@ impl RunningShop {
                 }
                 (Box::pin(cart.serve(listener, stop.clone())), None)
             }
-            "payment" => {
+            Service::Payment => {
                 let payment = souk_payment::PaymentService::start(souk_payment::Settings {
-                    database: config.database("payment"),
+                    database: config.database(Service::Payment),
                     verifier: self.keys.verifier.clone(),
                     decline_above_cents: config.payment_decline_above_cents,
                 })
                 .await?;
                 (Box::pin(payment.serve(listener, stop.clone())), None)
             }
-            "order" => {
+            Service::Order => {
                 let order = souk_order::OrderService::start(souk_order::Settings {
-                    database: config.database("order"),
+                    database: config.database(Service::Order),
                     bus: self.bus.clone(),
                     verifier: self.keys.verifier.clone(),
                     signer: self.keys.signer.clone(),
                     peers: souk_order::Peers {
-                        cart: self.url("cart")?,
-                        product: self.url("product")?,
-                        payment: self.url("payment")?,
+                        cart: self.url(Service::Cart)?,
+                        product: self.url(Service::Product)?,
+                        payment: self.url(Service::Payment)?,
                     },
                     saga_timeout: config.saga_timeout,
                     max_deliver: config.max_deliver,
@@ -367,8 +366,9 @@ impl RunningShop {
                 let pool = order.pool().clone();
                 (Box::pin(order.serve(listener, stop.clone())), Some(pool))
             }
-            other => anyhow::bail!("unknown service {other:?}"),
+            Service::Gateway => anyhow::bail!("the gateway is not a gRPC service"),
         };
+        let service = service.name();
         self.grpc_addrs.insert(service, addr);
         self.tasks.spawn(named(format!("{service} service"), task));
         if let Some(pool) = outbox {
@@ -413,6 +413,8 @@ impl RunningShop {
         let addr = *self
             .grpc_addrs
             .get(service)
+            .ok_or_else(|| anyhow::anyhow!("unknown service {service:?}"))?;
+        let service = Service::named(service)
             .ok_or_else(|| anyhow::anyhow!("unknown service {service:?}"))?;
         // The old listener is gone once its server drained; until then the port is busy.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time
 
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
+use souk::Service;
 use souk_contract::env as settings;
 use souk_shared::{
     Shutdown,
@@ -151,20 +152,20 @@ impl GatewayArgs {
 /// the address another service reaches a service at. One struct per service, so that each command
 /// offers only the settings it reads.
 macro_rules! service_settings {
-    ($($service:literal: $database:ident($database_url:ident = $database_env:path), $peer:ident($url:ident = $url_env:path);)*) => {$(
+    ($($name:ident / $service:ident: $database:ident($database_url:ident = $database_env:path), $peer:ident($url:ident = $url_env:path);)*) => {$(
         #[derive(Debug, Clone, clap::Args)]
         struct $database {
             #[arg(
                 long,
                 env = $database_env,
                 hide_env_values = true,
-                help = concat!("The ", $service, " service's own database (instead of `<shop>_", $service, "` on SOUK_DATABASE_URL)")
+                help = concat!("The ", stringify!($name), " service's own database (instead of `<shop>_", stringify!($name), "` on SOUK_DATABASE_URL)")
             )]
             $database_url: Option<Secret<String>>,
         }
 
         impl OwnDatabase for $database {
-            const SERVICE: &'static str = $service;
+            const SERVICE: Service = Service::$service;
             const SETTING: &'static str = $database_env;
 
             fn url(&self) -> Option<&Secret<String>> {
@@ -178,7 +179,7 @@ macro_rules! service_settings {
                 long,
                 env = $url_env,
                 default_value = "http://127.0.0.1:50051",
-                help = concat!("The ", $service, " service's gRPC URL")
+                help = concat!("The ", stringify!($name), " service's gRPC URL")
             )]
             $url: String,
         }
@@ -186,16 +187,16 @@ macro_rules! service_settings {
 }
 
 service_settings! {
-    "user": UserDatabase(user_database_url = settings::USER_DATABASE_URL), UserUrl(user_url = settings::USER_URL);
-    "product": ProductDatabase(product_database_url = settings::PRODUCT_DATABASE_URL), ProductUrl(product_url = settings::PRODUCT_URL);
-    "cart": CartDatabase(cart_database_url = settings::CART_DATABASE_URL), CartUrl(cart_url = settings::CART_URL);
-    "payment": PaymentDatabase(payment_database_url = settings::PAYMENT_DATABASE_URL), PaymentUrl(payment_url = settings::PAYMENT_URL);
-    "order": OrderDatabase(order_database_url = settings::ORDER_DATABASE_URL), OrderUrl(order_url = settings::ORDER_URL);
+    user / User: UserDatabase(user_database_url = settings::USER_DATABASE_URL), UserUrl(user_url = settings::USER_URL);
+    product / Product: ProductDatabase(product_database_url = settings::PRODUCT_DATABASE_URL), ProductUrl(product_url = settings::PRODUCT_URL);
+    cart / Cart: CartDatabase(cart_database_url = settings::CART_DATABASE_URL), CartUrl(cart_url = settings::CART_URL);
+    payment / Payment: PaymentDatabase(payment_database_url = settings::PAYMENT_DATABASE_URL), PaymentUrl(payment_url = settings::PAYMENT_URL);
+    order / Order: OrderDatabase(order_database_url = settings::ORDER_DATABASE_URL), OrderUrl(order_url = settings::ORDER_URL);
 }
 
 /// A service's own-database setting.
 trait OwnDatabase {
-    const SERVICE: &'static str;
+    const SERVICE: Service;
     const SETTING: &'static str;
 
     fn url(&self) -> Option<&Secret<String>>;
@@ -211,7 +212,7 @@ trait OwnDatabase {
             self.url().cloned(),
             &server.database_url,
             shop,
-            Self::SERVICE,
+            Self::SERVICE.name(),
         ))
     }
 }
@@ -241,7 +242,7 @@ impl ServiceDatabaseArgs {
                 return Ok(None);
             };
             check_database_url(D::SETTING, url)?;
-            Ok(Some((D::SERVICE, url.clone())))
+            Ok(Some((D::SERVICE.name(), url.clone())))
         }
         [
             checked(&self.user)?,
@@ -549,11 +550,11 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     config.refresh_ttl = args.jwt.refresh.refresh_token_ttl_seconds;
     config.admin = args.admin.account();
     config.grpc_addrs = [
-        ("user", args.user_grpc_addr),
-        ("product", args.product_grpc_addr),
-        ("cart", args.cart_grpc_addr),
-        ("payment", args.payment_grpc_addr),
-        ("order", args.order_grpc_addr),
+        (Service::User.name(), args.user_grpc_addr),
+        (Service::Product.name(), args.product_grpc_addr),
+        (Service::Cart.name(), args.cart_grpc_addr),
+        (Service::Payment.name(), args.payment_grpc_addr),
+        (Service::Order.name(), args.order_grpc_addr),
     ]
     .into_iter()
     .filter_map(|(service, addr)| Some((service, addr?)))
@@ -612,7 +613,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
         let url = nats.nats_url.clone();
         async move { Bus::connect_as(&url, credentials?.as_ref(), shop.clone(), "service").await }
     };
-    let (name, listen, serve): (&str, GrpcListenArgs, ServeFn) = match service {
+    let (name, listen, serve): (Service, GrpcListenArgs, ServeFn) = match service {
         Serve::User {
             listen,
             database,
@@ -633,7 +634,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             })
             .await?;
             (
-                "user",
+                Service::User,
                 listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
@@ -657,7 +658,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
             (
-                "product",
+                Service::Product,
                 listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
@@ -677,7 +678,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             })?
             .with_events(bus(&nats).await?, nats.max_deliver, consumers);
             (
-                "cart",
+                Service::Cart,
                 listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
@@ -695,7 +696,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
                 decline_above_cents: decline.payment_decline_above_cents,
             })?;
             (
-                "payment",
+                Service::Payment,
                 listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
@@ -735,7 +736,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
             (
-                "order",
+                Service::Order,
                 listen,
                 Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
             )
@@ -785,7 +786,7 @@ async fn relay(common: CommonArgs, relay: Relay) -> anyhow::Result<()> {
             common: args,
             own_database,
         } => (
-            ProductDatabase::SERVICE,
+            ProductDatabase::SERVICE.name(),
             args.clone(),
             own_database.location(&args.database, &common.shop_name)?,
         ),
@@ -793,7 +794,7 @@ async fn relay(common: CommonArgs, relay: Relay) -> anyhow::Result<()> {
             common: args,
             own_database,
         } => (
-            OrderDatabase::SERVICE,
+            OrderDatabase::SERVICE.name(),
             args.clone(),
             own_database.location(&args.database, &common.shop_name)?,
         ),
