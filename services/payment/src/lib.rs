@@ -57,9 +57,7 @@ impl PaymentService {
     /// The service with its database ready (waiting for it as long as it takes).
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let mut service = Self::new(settings)?;
-        if let Some(prepare) = service.prepare.take() {
-            prepare.run().await?;
-        }
+        Preparation::run_held(&mut service.prepare).await?;
         Ok(service)
     }
 

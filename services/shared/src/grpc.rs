@@ -43,6 +43,15 @@ impl Preparation {
         Self::new(async move { database.prepare().await })
     }
 
+    /// Runs the preparation a service still holds, if any (`start` = `new` + this): the
+    /// service is ready once it returns.
+    pub async fn run_held(held: &mut Option<Preparation>) -> anyhow::Result<()> {
+        match held.take() {
+            Some(prepare) => prepare.run().await,
+            None => Ok(()),
+        }
+    }
+
     pub async fn run(self) -> anyhow::Result<()> {
         self.0.await
     }

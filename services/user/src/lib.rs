@@ -114,9 +114,7 @@ impl UserService {
     /// as it takes).
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let mut service = Self::new(settings).await?;
-        if let Some(prepare) = service.prepare.take() {
-            prepare.run().await?;
-        }
+        Preparation::run_held(&mut service.prepare).await?;
         Ok(service)
     }
 
