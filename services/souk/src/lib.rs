@@ -18,7 +18,8 @@ use souk_shared::{
 use tokio::{net::TcpListener, task::JoinSet};
 
 /// One service's server, running until its shutdown.
-type ServiceTask = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+pub type ServiceTask =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
 
 /// Everything a shop needs to start.
 #[derive(Debug, Clone)]
@@ -145,6 +146,189 @@ impl Metrics {
         }
         registry
     }
+}
+
+/// A service, built, to be served on its listener until shutdown.
+pub type ServeFn = Box<dyn FnOnce(TcpListener, Shutdown) -> ServiceTask + Send>;
+
+/// What one service is made of, wherever it runs: with every other in `souk up`, or alone in
+/// `souk serve <service>`. Each service reads the parts it needs.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub shop: ShopName,
+    pub database: DatabaseLocation,
+    pub verifier: Verifier,
+    /// Signs tokens: the user service's for customers, the order service's its own.
+    pub signer: Option<Signer>,
+    /// NATS, for the services that use it; without it the product and cart services take no
+    /// part in the saga (a silent participant, in tests of its timeout).
+    pub bus: Option<Bus>,
+    /// The URL of each service it calls.
+    pub peers: BTreeMap<Service, String>,
+    pub admin: Option<souk_user::AdminAccount>,
+    pub hash_limits: souk_user::HashLimits,
+    pub refresh_ttl: Duration,
+    pub payment_decline_above_cents: i64,
+    pub saga_timeout: Duration,
+    pub max_deliver: i64,
+    pub consumers: ConsumerMetrics,
+    pub saga: souk_order::SagaMetrics,
+}
+
+/// A built service.
+pub struct Built {
+    pub serve: ServeFn,
+    /// The database of its outbox, for its relayer.
+    pub outbox: Option<sqlx::PgPool>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built").finish_non_exhaustive()
+    }
+}
+
+/// When a built service's database is made ready (created, migrated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Before `build` returns.
+    First,
+    /// By the server, which answers health (not ready) meanwhile: what a pod wants.
+    WhileServing,
+}
+
+/// Builds one gRPC service from its parts: the one place each service's settings are made.
+pub async fn build(service: Service, parts: Parts, ready: Ready) -> anyhow::Result<Built> {
+    let first = ready == Ready::First;
+    let peer =
+        |peer: Service| {
+            parts.peers.get(&peer).cloned().ok_or_else(|| {
+                anyhow::anyhow!("the {service} service needs the {peer} service's URL")
+            })
+        };
+    let signer = || {
+        parts
+            .signer
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the {service} service needs the private key"))
+    };
+    let events = |bus: &Option<Bus>| {
+        bus.clone()
+            .map(|bus| (bus, parts.max_deliver, parts.consumers.clone()))
+    };
+    Ok(match service {
+        Service::User => {
+            let settings = souk_user::Settings {
+                database: parts.database.clone(),
+                signer: signer()?,
+                verifier: parts.verifier.clone(),
+                admin: parts.admin.clone(),
+                hash_limits: parts.hash_limits,
+                refresh_ttl: parts.refresh_ttl,
+            };
+            let user = if first {
+                souk_user::UserService::start(settings).await?
+            } else {
+                souk_user::UserService::new(settings).await?
+            };
+            Built {
+                serve: Box::new(move |listener, shutdown| Box::pin(user.serve(listener, shutdown))),
+                outbox: None,
+            }
+        }
+        Service::Product => {
+            let settings = souk_product::Settings {
+                database: parts.database.clone(),
+                shop: parts.shop.clone(),
+                verifier: parts.verifier.clone(),
+            };
+            let mut product = if first {
+                souk_product::ProductService::start(settings).await?
+            } else {
+                souk_product::ProductService::new(settings)?
+            };
+            if let Some((bus, max_deliver, metrics)) = events(&parts.bus) {
+                product = product.with_events(bus, max_deliver, metrics);
+            }
+            let outbox = Some(product.pool().clone());
+            Built {
+                serve: Box::new(move |listener, shutdown| {
+                    Box::pin(product.serve(listener, shutdown))
+                }),
+                outbox,
+            }
+        }
+        Service::Cart => {
+            let settings = souk_cart::Settings {
+                database: parts.database.clone(),
+                verifier: parts.verifier.clone(),
+                product_url: peer(Service::Product)?,
+            };
+            let mut cart = if first {
+                souk_cart::CartService::start(settings).await?
+            } else {
+                souk_cart::CartService::new(settings)?
+            };
+            if let Some((bus, max_deliver, metrics)) = events(&parts.bus) {
+                cart = cart.with_events(bus, max_deliver, metrics);
+            }
+            Built {
+                serve: Box::new(move |listener, shutdown| Box::pin(cart.serve(listener, shutdown))),
+                outbox: None,
+            }
+        }
+        Service::Payment => {
+            let settings = souk_payment::Settings {
+                database: parts.database.clone(),
+                verifier: parts.verifier.clone(),
+                decline_above_cents: parts.payment_decline_above_cents,
+            };
+            let payment = if first {
+                souk_payment::PaymentService::start(settings).await?
+            } else {
+                souk_payment::PaymentService::new(settings)?
+            };
+            Built {
+                serve: Box::new(move |listener, shutdown| {
+                    Box::pin(payment.serve(listener, shutdown))
+                }),
+                outbox: None,
+            }
+        }
+        Service::Order => {
+            let settings = souk_order::Settings {
+                database: parts.database.clone(),
+                bus: parts
+                    .bus
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("the order service needs NATS"))?,
+                verifier: parts.verifier.clone(),
+                signer: signer()?,
+                peers: souk_order::Peers {
+                    cart: peer(Service::Cart)?,
+                    product: peer(Service::Product)?,
+                    payment: peer(Service::Payment)?,
+                },
+                saga_timeout: parts.saga_timeout,
+                max_deliver: parts.max_deliver,
+                saga_metrics: parts.saga.clone(),
+                consumer_metrics: parts.consumers.clone(),
+            };
+            let order = if first {
+                souk_order::OrderService::start(settings).await?
+            } else {
+                souk_order::OrderService::new(settings)?
+            };
+            let outbox = Some(order.pool().clone());
+            Built {
+                serve: Box::new(move |listener, shutdown| {
+                    Box::pin(order.serve(listener, shutdown))
+                }),
+                outbox,
+            }
+        }
+        Service::Gateway => anyhow::bail!("the gateway is not a gRPC service"),
+    })
 }
 
 async fn bind(service: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -290,84 +474,29 @@ impl RunningShop {
             }
         });
         let config = &self.config;
-        let events = config.consumes_events(service.name());
-        let (task, outbox): (ServiceTask, Option<sqlx::PgPool>) = match service {
-            Service::User => {
-                let user = souk_user::UserService::start(souk_user::Settings {
-                    database: config.database(Service::User),
-                    signer: self.keys.signer.clone(),
-                    verifier: self.keys.verifier.clone(),
-                    admin: config.admin.clone(),
-                    hash_limits: config.hash_limits,
-                    refresh_ttl: config.refresh_ttl,
-                })
-                .await?;
-                (Box::pin(user.serve(listener, stop.clone())), None)
-            }
-            Service::Product => {
-                let mut product = souk_product::ProductService::start(souk_product::Settings {
-                    database: config.database(Service::Product),
-                    shop: config.shop_name.clone(),
-                    verifier: self.keys.verifier.clone(),
-                })
-                .await?;
-                if events {
-                    product = product.with_events(
-                        self.bus.clone(),
-                        config.max_deliver,
-                        self.metrics.consumers.clone(),
-                    );
-                }
-                let pool = product.pool().clone();
-                (Box::pin(product.serve(listener, stop.clone())), Some(pool))
-            }
-            Service::Cart => {
-                let mut cart = souk_cart::CartService::start(souk_cart::Settings {
-                    database: config.database(Service::Cart),
-                    verifier: self.keys.verifier.clone(),
-                    product_url: self.url(Service::Product)?,
-                })
-                .await?;
-                if events {
-                    cart = cart.with_events(
-                        self.bus.clone(),
-                        config.max_deliver,
-                        self.metrics.consumers.clone(),
-                    );
-                }
-                (Box::pin(cart.serve(listener, stop.clone())), None)
-            }
-            Service::Payment => {
-                let payment = souk_payment::PaymentService::start(souk_payment::Settings {
-                    database: config.database(Service::Payment),
-                    verifier: self.keys.verifier.clone(),
-                    decline_above_cents: config.payment_decline_above_cents,
-                })
-                .await?;
-                (Box::pin(payment.serve(listener, stop.clone())), None)
-            }
-            Service::Order => {
-                let order = souk_order::OrderService::start(souk_order::Settings {
-                    database: config.database(Service::Order),
-                    bus: self.bus.clone(),
-                    verifier: self.keys.verifier.clone(),
-                    signer: self.keys.signer.clone(),
-                    peers: souk_order::Peers {
-                        cart: self.url(Service::Cart)?,
-                        product: self.url(Service::Product)?,
-                        payment: self.url(Service::Payment)?,
-                    },
-                    saga_timeout: config.saga_timeout,
-                    max_deliver: config.max_deliver,
-                    saga_metrics: self.metrics.saga.clone(),
-                    consumer_metrics: self.metrics.consumers.clone(),
-                })
-                .await?;
-                let pool = order.pool().clone();
-                (Box::pin(order.serve(listener, stop.clone())), Some(pool))
-            }
-            Service::Gateway => anyhow::bail!("the gateway is not a gRPC service"),
+        let parts = Parts {
+            shop: config.shop_name.clone(),
+            database: config.database(service),
+            verifier: self.keys.verifier.clone(),
+            signer: Some(self.keys.signer.clone()),
+            bus: (service == Service::Order || config.consumes_events(service.name()))
+                .then(|| self.bus.clone()),
+            peers: service
+                .calls()
+                .iter()
+                .map(|&peer| Ok((peer, self.url(peer)?)))
+                .collect::<anyhow::Result<_>>()?,
+            admin: config.admin.clone(),
+            hash_limits: config.hash_limits,
+            refresh_ttl: config.refresh_ttl,
+            payment_decline_above_cents: config.payment_decline_above_cents,
+            saga_timeout: config.saga_timeout,
+            max_deliver: config.max_deliver,
+            consumers: self.metrics.consumers.clone(),
+            saga: self.metrics.saga.clone(),
         };
+        let Built { serve, outbox } = build(service, parts, Ready::First).await?;
+        let task = serve(listener, stop.clone());
         let service = service.name();
         self.grpc_addrs.insert(service, addr);
         self.tasks.spawn(named(format!("{service} service"), task));

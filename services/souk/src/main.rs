@@ -572,16 +572,6 @@ async fn up(common: CommonArgs, args: UpArgs) -> anyhow::Result<()> {
     shop.wait().await
 }
 
-/// A started service, to be served on its listener until shutdown.
-type ServeFn = Box<
-    dyn FnOnce(
-            TcpListener,
-            Shutdown,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
-        + Send,
->;
-
 /// Serves a registry's metrics on `addr` until `shutdown`, in the background.
 async fn serve_metrics(
     registry: Arc<Registry>,
@@ -608,12 +598,30 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
     let mut registry = Registry::with_prefix("souk");
     let consumers = ConsumerMetrics::default();
     consumers.register(&mut registry);
+    let saga = souk_order::SagaMetrics::default();
     let bus = |nats: &NatsArgs| {
         let credentials = nats.credentials();
         let url = nats.nats_url.clone();
         async move { Bus::connect_as(&url, credentials?.as_ref(), shop.clone(), "service").await }
     };
-    let (name, listen, serve): (Service, GrpcListenArgs, ServeFn) = match service {
+    // What every gRPC service is made of; each arm below fills in what its service reads.
+    let parts = |database: DatabaseLocation, verifier: Verifier| souk::Parts {
+        shop: shop.clone(),
+        database,
+        verifier,
+        signer: None,
+        bus: None,
+        peers: BTreeMap::new(),
+        admin: None,
+        hash_limits: souk_user::HashLimits::for_this_machine(),
+        refresh_ttl: souk_user::DEFAULT_REFRESH_TTL,
+        payment_decline_above_cents: souk_payment::DEFAULT_DECLINE_ABOVE_CENTS,
+        saga_timeout: souk_order::DEFAULT_SAGA_TIMEOUT,
+        max_deliver: 0,
+        consumers: consumers.clone(),
+        saga: saga.clone(),
+    };
+    let (kind, listen, parts) = match service {
         Serve::User {
             listen,
             database,
@@ -624,20 +632,19 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             admin,
         } => {
             let keys = keys(&public_key, &signing, false)?;
-            let service = souk_user::UserService::new(souk_user::Settings {
-                database: own_database.location(&database, shop)?,
-                signer: Signer::from_pem(keys.private_pem.expose(), signing.token_ttl_seconds)?,
-                verifier: Verifier::from_pem(&keys.public_pem)?,
+            let parts = souk::Parts {
+                signer: Some(Signer::from_pem(
+                    keys.private_pem.expose(),
+                    signing.token_ttl_seconds,
+                )?),
                 admin: admin.account(),
-                hash_limits: souk_user::HashLimits::for_this_machine(),
                 refresh_ttl: refresh.refresh_token_ttl_seconds,
-            })
-            .await?;
-            (
-                Service::User,
-                listen,
-                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
-            )
+                ..parts(
+                    own_database.location(&database, shop)?,
+                    Verifier::from_pem(&keys.public_pem)?,
+                )
+            };
+            (Service::User, listen, parts)
         }
         Serve::Product {
             listen,
@@ -646,22 +653,15 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             public_key,
             nats,
         } => {
-            let service = souk_product::ProductService::new(souk_product::Settings {
-                database: own_database.location(&database, shop)?,
-                shop: shop.clone(),
-                verifier: verifier(&public_key, "the product service")?,
-            })?
-            .with_events(bus(&nats).await?, nats.max_deliver, consumers);
-            // Its relayer is a sidecar: it hears of new events by NOTIFY.
-            tokio::spawn(outbox::forward_hints(
-                service.pool().clone(),
-                shutdown.clone(),
-            ));
-            (
-                Service::Product,
-                listen,
-                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
-            )
+            let parts = souk::Parts {
+                bus: Some(bus(&nats).await?),
+                max_deliver: nats.max_deliver,
+                ..parts(
+                    own_database.location(&database, shop)?,
+                    verifier(&public_key, "the product service")?,
+                )
+            };
+            (Service::Product, listen, parts)
         }
         Serve::Cart {
             listen,
@@ -671,17 +671,16 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             nats,
             product,
         } => {
-            let service = souk_cart::CartService::new(souk_cart::Settings {
-                database: own_database.location(&database, shop)?,
-                verifier: verifier(&public_key, "the cart service")?,
-                product_url: product.product_url,
-            })?
-            .with_events(bus(&nats).await?, nats.max_deliver, consumers);
-            (
-                Service::Cart,
-                listen,
-                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
-            )
+            let parts = souk::Parts {
+                bus: Some(bus(&nats).await?),
+                max_deliver: nats.max_deliver,
+                peers: BTreeMap::from([(Service::Product, product.product_url)]),
+                ..parts(
+                    own_database.location(&database, shop)?,
+                    verifier(&public_key, "the cart service")?,
+                )
+            };
+            (Service::Cart, listen, parts)
         }
         Serve::Payment {
             listen,
@@ -690,16 +689,14 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             public_key,
             decline,
         } => {
-            let service = souk_payment::PaymentService::new(souk_payment::Settings {
-                database: own_database.location(&database, shop)?,
-                verifier: verifier(&public_key, "the payment service")?,
-                decline_above_cents: decline.payment_decline_above_cents,
-            })?;
-            (
-                Service::Payment,
-                listen,
-                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
-            )
+            let parts = souk::Parts {
+                payment_decline_above_cents: decline.payment_decline_above_cents,
+                ..parts(
+                    own_database.location(&database, shop)?,
+                    verifier(&public_key, "the payment service")?,
+                )
+            };
+            (Service::Payment, listen, parts)
         }
         Serve::Order {
             listen,
@@ -708,38 +705,32 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             public_key,
             signing,
             nats,
-            saga,
+            saga: saga_args,
             cart,
             product,
             payment,
         } => {
             let keys = keys(&public_key, &signing, false)?;
-            let saga_metrics = souk_order::SagaMetrics::default();
-            saga_metrics.register(&mut registry);
-            let service = souk_order::OrderService::new(souk_order::Settings {
-                database: own_database.location(&database, shop)?,
-                bus: bus(&nats).await?,
-                verifier: Verifier::from_pem(&keys.public_pem)?,
-                signer: Signer::from_pem(keys.private_pem.expose(), signing.token_ttl_seconds)?,
-                peers: souk_order::Peers {
-                    cart: cart.cart_url,
-                    product: product.product_url,
-                    payment: payment.payment_url,
-                },
-                saga_timeout: saga.saga_timeout,
+            saga.register(&mut registry);
+            let parts = souk::Parts {
+                signer: Some(Signer::from_pem(
+                    keys.private_pem.expose(),
+                    signing.token_ttl_seconds,
+                )?),
+                bus: Some(bus(&nats).await?),
                 max_deliver: nats.max_deliver,
-                saga_metrics,
-                consumer_metrics: consumers,
-            })?;
-            tokio::spawn(outbox::forward_hints(
-                service.pool().clone(),
-                shutdown.clone(),
-            ));
-            (
-                Service::Order,
-                listen,
-                Box::new(move |listener, shutdown| Box::pin(service.serve(listener, shutdown))),
-            )
+                saga_timeout: saga_args.saga_timeout,
+                peers: BTreeMap::from([
+                    (Service::Cart, cart.cart_url),
+                    (Service::Product, product.product_url),
+                    (Service::Payment, payment.payment_url),
+                ]),
+                ..parts(
+                    own_database.location(&database, shop)?,
+                    Verifier::from_pem(&keys.public_pem)?,
+                )
+            };
+            (Service::Order, listen, parts)
         }
         Serve::Gateway {
             http_addr,
@@ -774,10 +765,16 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             return souk_gateway::serve(settings, listener, shutdown).await;
         }
     };
+    // Bound before the database is ready: the server answers health (not ready) meanwhile.
+    let built = souk::build(kind, parts, souk::Ready::WhileServing).await?;
+    if let Some(pool) = built.outbox {
+        // Its relayer is a sidecar: it hears of new events by NOTIFY.
+        tokio::spawn(outbox::forward_hints(pool, shutdown.clone()));
+    }
     let listener = bind(settings::GRPC_ADDR, listen.grpc_addr).await?;
     serve_metrics(Arc::new(registry), listen.metrics_addr, &shutdown).await?;
-    tracing::info!(addr = %listen.grpc_addr, "{name} service listening (gRPC)");
-    serve(listener, shutdown).await
+    tracing::info!(addr = %listen.grpc_addr, "{kind} service listening (gRPC)");
+    (built.serve)(listener, shutdown).await
 }
 
 async fn relay(common: CommonArgs, relay: Relay) -> anyhow::Result<()> {
