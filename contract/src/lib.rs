@@ -201,6 +201,15 @@ pub mod file {
     pub const JWT_PRIVATE_KEY: &str = "private.pem";
 }
 
+/// Defaults that the operator and `souk` both apply.
+pub mod defaults {
+    /// Lifetime of access tokens, in seconds: short, since clients renew with their refresh
+    /// token, and a role change or a deleted account takes effect within it.
+    pub const TOKEN_TTL_SECONDS: u64 = 900;
+    /// The payment simulator declines charges above this many cents.
+    pub const PAYMENT_DECLINE_ABOVE_CENTS: i64 = 1_000_000;
+}
+
 /// gRPC health service that reports the process alive whatever its database does: the liveness
 /// probe asks for it, the readiness probe for `""` (which follows the database).
 pub const LIVENESS_HEALTH_SERVICE: &str = "liveness";

@@ -112,14 +112,13 @@ impl Default for ShopSpec {
     }
 }
 
-/// Short, as `souk`'s own default: clients renew with their refresh token, and a role change or a
-/// deleted account takes effect within this.
+/// `souk`'s own default (`souk_contract::defaults`).
 fn default_token_ttl_seconds() -> i64 {
-    900
+    souk_contract::defaults::TOKEN_TTL_SECONDS as i64
 }
 
 fn default_payment_decline_above_cents() -> i64 {
-    1_000_000
+    souk_contract::defaults::PAYMENT_DECLINE_ABOVE_CENTS
 }
 
 /// The container image of the services.

@@ -21,9 +21,6 @@ use tokio::net::TcpListener;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// The default decline limit (docs/api.md): charges above 1,000,000 cents are declined.
-pub const DEFAULT_DECLINE_ABOVE_CENTS: i64 = 1_000_000;
-
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: DatabaseLocation,

@@ -186,7 +186,7 @@ pub struct NatsArgs {
     pub nats_url: String,
 
     /// Attempts at handling a failing event before it goes to the dead-letter subject.
-    #[arg(long, env = "SOUK_MAX_DELIVER", default_value = "5", value_parser = clap::value_parser!(i64).range(1..=1000))]
+    #[arg(long, env = "SOUK_MAX_DELIVER", default_value_t = crate::consumer::DEFAULT_MAX_DELIVER, value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub max_deliver: i64,
 
     /// The NATS user this process connects as (its service's, see `souk_contract::bus`); unset: none.

@@ -26,6 +26,9 @@ use crate::{
 };
 
 /// How a handler failed.
+/// Attempts at a failing event before it is dead-lettered, unless configured otherwise.
+pub const DEFAULT_MAX_DELIVER: i64 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     /// A dependency is down: retry for as long as it takes.

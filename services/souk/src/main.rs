@@ -270,7 +270,7 @@ struct SagaArgs {
 #[derive(Debug, Clone, clap::Args)]
 struct DeclineArgs {
     /// The payment simulator declines charges above this many cents.
-    #[arg(long, env = settings::PAYMENT_DECLINE_ABOVE_CENTS, default_value = "1000000", value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long, env = settings::PAYMENT_DECLINE_ABOVE_CENTS, default_value_t = souk_contract::defaults::PAYMENT_DECLINE_ABOVE_CENTS, value_parser = clap::value_parser!(i64).range(0..))]
     payment_decline_above_cents: i64,
 }
 
@@ -615,7 +615,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
         admin: None,
         hash_limits: souk_user::HashLimits::for_this_machine(),
         refresh_ttl: souk_user::DEFAULT_REFRESH_TTL,
-        payment_decline_above_cents: souk_payment::DEFAULT_DECLINE_ABOVE_CENTS,
+        payment_decline_above_cents: souk_contract::defaults::PAYMENT_DECLINE_ABOVE_CENTS,
         saga_timeout: souk_order::DEFAULT_SAGA_TIMEOUT,
         max_deliver: 0,
         consumers: consumers.clone(),
@@ -959,6 +959,28 @@ mod tests {
         assert!(
             matches!(product, DatabaseLocation::OnServer { database, .. } if database == "t1_product")
         );
+    }
+
+    #[test]
+    fn the_command_lines_defaults_are_the_shops() {
+        let cli = Cli::try_parse_from(["souk", "up"]).expect("valid");
+        let Command::Up(args) = cli.command else {
+            panic!("not up");
+        };
+        let shop = souk::ShopConfig::new(
+            cli.common.shop_name,
+            args.database.database_url.clone(),
+            args.nats.nats_url.clone(),
+            KeyPair::generate().expect("keys"),
+        );
+        assert_eq!(args.jwt.signing.token_ttl_seconds, shop.token_ttl);
+        assert_eq!(args.jwt.refresh.refresh_token_ttl_seconds, shop.refresh_ttl);
+        assert_eq!(args.saga.saga_timeout, shop.saga_timeout);
+        assert_eq!(
+            args.decline.payment_decline_above_cents,
+            shop.payment_decline_above_cents
+        );
+        assert_eq!(args.nats.max_deliver, shop.max_deliver);
     }
 
     #[test]
