@@ -123,6 +123,70 @@ async fn the_openapi_document_describes_the_api() {
     }
 }
 
+/// What the document promises of bodies and caching, the gateway does: every operation with a
+/// body answers 413 to one over the limit, every operation that lists 304 answers it to a
+/// current `If-None-Match`, and the operations port's `/metrics` is not in it.
+#[tokio::test]
+async fn the_openapi_documents_limits_and_caching_as_served() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let doc = shop
+        .get("/api/openapi.json", None)
+        .await
+        .expect(StatusCode::OK)
+        .clone();
+    assert!(
+        doc["paths"]["/metrics"].is_null(),
+        "/metrics is not the API's"
+    );
+    let some_id = uuid::Uuid::new_v4().to_string();
+    let over_limit = "x".repeat(souk_gateway::BODY_LIMIT + 1);
+    let (mut bodies, mut cached) = (0, 0);
+    for (path, operations) in doc["paths"].as_object().expect("paths") {
+        let concrete = path
+            .replace("{id}", &some_id)
+            .replace("{categoryId}", &some_id)
+            .replace("{productId}", &some_id);
+        for (method, operation) in operations.as_object().expect("operations") {
+            let method: Method = method.to_uppercase().parse().expect("a method");
+            let responses = &operation["responses"];
+            if !operation["requestBody"].is_null() {
+                assert!(responses["413"].is_object(), "{method} {path} lists no 413");
+                let reply = shop
+                    .send(
+                        shop.request(method.clone(), &concrete)
+                            .bearer_auth(&admin.token)
+                            .header("content-type", "application/json")
+                            .body(over_limit.clone()),
+                    )
+                    .await;
+                assert_eq!(
+                    reply.status,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "{method} {path}"
+                );
+                bodies += 1;
+            }
+            if responses["304"].is_object() && !path.contains('{') {
+                let first = shop.get(path, None).await;
+                let etag = first.headers["etag"].to_str().expect("etag").to_owned();
+                let again = shop
+                    .send(
+                        shop.request(Method::GET, path)
+                            .header("if-none-match", etag),
+                    )
+                    .await;
+                assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{path}");
+                cached += 1;
+            }
+        }
+    }
+    assert!(
+        bodies >= 10 && cached >= 2,
+        "{bodies} bodies, {cached} cached"
+    );
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
     let shop = TestShop::start().await;
