@@ -32,6 +32,10 @@ use souk_shared::{
 
 pub use serde_json::json;
 
+/// How long a saga (or an event's effect) may take before a test gives up: it takes well under
+/// a second.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
 /// The message of a test that reached for the in-process shop while driving a remote one: it
 /// lacks its `#[cfg_attr(feature = "remote", ignore = ...)]`.
 const NEEDS_IN_PROCESS: &str = "this test needs the in-process shop: mark it \
@@ -364,6 +368,32 @@ impl TestShop {
             password: self.admin_password.clone(),
             token,
         }
+    }
+
+    /// A product ("Lamp") made by `admin`; its id.
+    pub async fn create_product(&self, admin: &Session, price_cents: i64, stock: i64) -> String {
+        let body = json!({"name": "Lamp", "description": "A lamp", "price_cents": price_cents, "stock": stock});
+        let reply = self.post("/api/products", Some(&admin.token), &body).await;
+        reply.expect(StatusCode::CREATED)["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    }
+
+    /// Puts `quantity` of `product` in the customer's cart.
+    pub async fn add_to_cart(&self, customer: &Session, product: &str, quantity: i64) {
+        let body = json!({"product_id": product, "quantity": quantity});
+        self.post("/api/carts/products", Some(&customer.token), &body)
+            .await
+            .expect(StatusCode::OK);
+    }
+
+    /// Waits until `product`'s stock is `expected`, failing after [`SETTLE`].
+    pub async fn wait_for_stock(&self, product: &str, expected: i64) {
+        self.wait_for(&format!("/api/products/{product}"), None, SETTLE, |r| {
+            r.body["stock"] == expected
+        })
+        .await;
     }
 
     /// Waits until `check` holds for the reply to `GET path`, failing after `timeout`.

@@ -5,32 +5,13 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use souk_e2e::{Options, Session, TestShop, json};
-
-/// How long a saga may take here before a test gives up (it takes well under a second).
-const SETTLE: Duration = Duration::from_secs(20);
-
-async fn product(shop: &TestShop, admin: &Session, price_cents: i64, stock: i64) -> String {
-    let body = json!({"name": "Lamp", "description": "A lamp", "price_cents": price_cents, "stock": stock});
-    let reply = shop.post("/api/products", Some(&admin.token), &body).await;
-    reply.expect(StatusCode::CREATED)["id"]
-        .as_str()
-        .expect("id")
-        .to_owned()
-}
+use souk_e2e::{Options, SETTLE, Session, TestShop, json};
 
 async fn stock(shop: &TestShop, product: &str) -> i64 {
     let reply = shop.get(&format!("/api/products/{product}"), None).await;
     reply.expect(StatusCode::OK)["stock"]
         .as_i64()
         .expect("stock")
-}
-
-async fn add_to_cart(shop: &TestShop, customer: &Session, product: &str, quantity: i64) {
-    let body = json!({"product_id": product, "quantity": quantity});
-    shop.post("/api/carts/products", Some(&customer.token), &body)
-        .await
-        .expect(StatusCode::OK);
 }
 
 async fn place(shop: &TestShop, customer: &Session, key: Option<&str>) -> Value {
@@ -57,21 +38,14 @@ async fn settled(shop: &TestShop, customer: &Session, order: &Value) -> Value {
     reply.body
 }
 
-async fn wait_for_stock(shop: &TestShop, product: &str, expected: i64) {
-    shop.wait_for(&format!("/api/products/{product}"), None, SETTLE, |r| {
-        r.body["stock"] == expected
-    })
-    .await;
-}
-
 #[tokio::test]
 #[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]
 async fn a_paid_order_is_confirmed_takes_the_stock_once_and_empties_the_cart() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 1_250, 5).await;
+    let lamp = shop.create_product(&admin, 1_250, 5).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 2).await;
+    shop.add_to_cart(&customer, &lamp, 2).await;
 
     let order = place(&shop, &customer, None).await;
     assert_eq!(order["total_cents"], 2_500);
@@ -132,15 +106,15 @@ async fn wait_for_cart(shop: &TestShop, customer: &Session, expected: &[(&str, i
 async fn what_a_shopper_adds_after_ordering_stays_in_the_cart() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 500, 10).await;
-    let mug = product(&shop, &admin, 300, 10).await;
+    let lamp = shop.create_product(&admin, 500, 10).await;
+    let mug = shop.create_product(&admin, 300, 10).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 2).await;
+    shop.add_to_cart(&customer, &lamp, 2).await;
     let first = place(&shop, &customer, None).await;
 
     // Before or after the confirmation, whichever comes first: the outcome is the same.
-    add_to_cart(&shop, &customer, &mug, 1).await;
-    add_to_cart(&shop, &customer, &lamp, 1).await;
+    shop.add_to_cart(&customer, &mug, 1).await;
+    shop.add_to_cart(&customer, &lamp, 1).await;
     assert_eq!(
         settled(&shop, &customer, &first).await["status"],
         "CONFIRMED"
@@ -169,15 +143,15 @@ async fn the_cart_keeps_the_ordered_lines_until_the_order_is_confirmed_and_loses
     })
     .await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 500, 10).await;
-    let mug = product(&shop, &admin, 300, 10).await;
+    let lamp = shop.create_product(&admin, 500, 10).await;
+    let mug = shop.create_product(&admin, 300, 10).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 2).await;
+    shop.add_to_cart(&customer, &lamp, 2).await;
     let local = shop.local();
     // With the bus cut, the order stays PENDING for as long as this test needs.
     local.nats_proxy.as_ref().expect("proxied NATS").cut();
     let order = place(&shop, &customer, None).await;
-    add_to_cart(&shop, &customer, &mug, 1).await;
+    shop.add_to_cart(&customer, &mug, 1).await;
     let pending = shop
         .get(
             &format!("/api/orders/{}", order["id"].as_str().expect("id")),
@@ -207,7 +181,7 @@ async fn the_cart_keeps_the_ordered_lines_until_the_order_is_confirmed_and_loses
     wait_for_cart(&shop, &customer, &[(&mug, 1)]).await;
 
     // A redelivered order.confirmed (same event, new message id) takes nothing more.
-    add_to_cart(&shop, &customer, &lamp, 2).await;
+    shop.add_to_cart(&customer, &lamp, 2).await;
     let local = shop.local();
     assert!(local.republish_all_events().await >= 3);
     local.wait_for_consumers_idle(SETTLE).await;
@@ -221,9 +195,9 @@ async fn the_cart_keeps_the_ordered_lines_until_the_order_is_confirmed_and_loses
 async fn an_order_beyond_the_stock_is_cancelled_and_charges_nothing() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 500, 1).await;
+    let lamp = shop.create_product(&admin, 500, 1).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 1).await;
+    shop.add_to_cart(&customer, &lamp, 1).await;
     // The last one is sold elsewhere between the cart and the checkout.
     let body = json!({"name": "Lamp", "description": "A lamp", "price_cents": 500, "stock": 0});
     shop.put(&format!("/api/products/{lamp}"), Some(&admin.token), &body)
@@ -247,14 +221,14 @@ async fn a_declined_payment_cancels_the_order_and_gives_the_stock_back() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
     // Two at 600,000 cents is over the default limit of 1,000,000.
-    let tv = product(&shop, &admin, 600_000, 4).await;
+    let tv = shop.create_product(&admin, 600_000, 4).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &tv, 2).await;
+    shop.add_to_cart(&customer, &tv, 2).await;
 
     let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
     assert_eq!(order["status"], "CANCELLED");
     assert_eq!(order["failure_reason"], "payment_declined");
-    wait_for_stock(&shop, &tv, 4).await;
+    shop.wait_for_stock(&tv, 4).await;
     let payment = shop
         .payment_of(order["id"].as_str().expect("id"))
         .await
@@ -266,9 +240,9 @@ async fn a_declined_payment_cancels_the_order_and_gives_the_stock_back() {
 async fn the_same_idempotency_key_makes_one_order_and_one_charge() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 700, 10).await;
+    let lamp = shop.create_product(&admin, 700, 10).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 1).await;
+    shop.add_to_cart(&customer, &lamp, 1).await;
 
     let first = place(&shop, &customer, Some("checkout-1")).await;
     let second = shop
@@ -301,7 +275,7 @@ async fn the_same_idempotency_key_makes_one_order_and_one_charge() {
 
     // Another user's identical key is another order.
     let other = shop.customer().await;
-    add_to_cart(&shop, &other, &lamp, 1).await;
+    shop.add_to_cart(&other, &lamp, 1).await;
     let theirs = place(&shop, &other, Some("checkout-1")).await;
     assert_ne!(theirs["id"], first["id"]);
 }
@@ -312,11 +286,11 @@ async fn customers_racing_for_the_last_items_get_exactly_the_stock() {
     let admin = shop.admin().await;
     let stock_left = 3;
     let racers = 8;
-    let lamp = product(&shop, &admin, 100, stock_left).await;
+    let lamp = shop.create_product(&admin, 100, stock_left).await;
     let mut customers = Vec::new();
     for _ in 0..racers {
         let customer = shop.customer().await;
-        add_to_cart(&shop, &customer, &lamp, 1).await;
+        shop.add_to_cart(&customer, &lamp, 1).await;
         customers.push(customer);
     }
     let orders = futures::future::join_all(customers.iter().map(|c| place(&shop, c, None))).await;
@@ -337,9 +311,9 @@ async fn customers_racing_for_the_last_items_get_exactly_the_stock() {
 async fn an_event_delivered_again_under_a_new_message_id_changes_nothing() {
     let mut shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 300, 5).await;
+    let lamp = shop.create_product(&admin, 300, 5).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 2).await;
+    shop.add_to_cart(&customer, &lamp, 2).await;
     let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
     assert_eq!(order["status"], "CONFIRMED");
 
@@ -378,11 +352,11 @@ async fn orders_placed_while_nats_is_down_complete_when_it_is_back() {
     })
     .await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 100, 10).await;
+    let lamp = shop.create_product(&admin, 100, 10).await;
     let mut customers = Vec::new();
     for _ in 0..3 {
         let customer = shop.customer().await;
-        add_to_cart(&shop, &customer, &lamp, 1).await;
+        shop.add_to_cart(&customer, &lamp, 1).await;
         customers.push(customer);
     }
     let local = shop.local();
@@ -414,9 +388,9 @@ async fn a_saga_whose_participant_never_answers_times_out_with_compensation() {
     })
     .await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 100, 10).await;
+    let lamp = shop.create_product(&admin, 100, 10).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 1).await;
+    shop.add_to_cart(&customer, &lamp, 1).await;
 
     let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
     assert_eq!(order["status"], "CANCELLED");
@@ -436,9 +410,9 @@ async fn a_saga_whose_participant_never_answers_times_out_with_compensation() {
 async fn cancelling_a_confirmed_order_refunds_it_and_releases_the_stock() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 900, 4).await;
+    let lamp = shop.create_product(&admin, 900, 4).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 3).await;
+    shop.add_to_cart(&customer, &lamp, 3).await;
     let order = settled(&shop, &customer, &place(&shop, &customer, None).await).await;
     assert_eq!(order["status"], "CONFIRMED");
     assert_eq!(stock(&shop, &lamp).await, 1);
@@ -463,7 +437,7 @@ async fn cancelling_a_confirmed_order_refunds_it_and_releases_the_stock() {
     let cancelled = reply.expect(StatusCode::OK);
     assert_eq!(cancelled["status"], "CANCELLED");
     assert_eq!(cancelled["failure_reason"], "cancelled_by_user");
-    wait_for_stock(&shop, &lamp, 4).await;
+    shop.wait_for_stock(&lamp, 4).await;
     let payment = shop.payment_of(id).await.expect("a payment");
     assert_eq!(payment.status, "refunded");
     // A retried cancel (its first answer lost) answers the cancelled order again.
@@ -482,7 +456,7 @@ async fn cancelling_a_confirmed_order_refunds_it_and_releases_the_stock() {
 async fn orders_are_the_callers_own_and_checked() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 100, 10).await;
+    let lamp = shop.create_product(&admin, 100, 10).await;
     let customer = shop.customer().await;
 
     // An empty cart cannot be ordered.
@@ -506,10 +480,10 @@ async fn orders_are_the_callers_own_and_checked() {
         .await;
     too_long.expect(StatusCode::BAD_REQUEST);
 
-    add_to_cart(&shop, &customer, &lamp, 1).await;
+    shop.add_to_cart(&customer, &lamp, 1).await;
     let first = place(&shop, &customer, None).await;
     settled(&shop, &customer, &first).await;
-    add_to_cart(&shop, &customer, &lamp, 1).await;
+    shop.add_to_cart(&customer, &lamp, 1).await;
     let second = place(&shop, &customer, None).await;
     let list = shop.get("/api/orders", Some(&customer.token)).await;
     let ids: Vec<&Value> = list.expect(StatusCode::OK)["items"]
@@ -547,7 +521,7 @@ async fn orders_are_the_callers_own_and_checked() {
 async fn a_malformed_event_is_dead_lettered_and_changes_nothing() {
     let mut shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 100, 5).await;
+    let lamp = shop.create_product(&admin, 100, 5).await;
     let local = shop.local();
     let dead_letters = local
         .publish_raw("order.created", b"definitely not an envelope")
@@ -576,9 +550,9 @@ async fn with_the_order_database_down_orders_are_503_and_the_rest_of_the_shop_wo
     })
     .await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 100, 5).await;
+    let lamp = shop.create_product(&admin, 100, 5).await;
     let customer = shop.customer().await;
-    add_to_cart(&shop, &customer, &lamp, 1).await;
+    shop.add_to_cart(&customer, &lamp, 1).await;
     let local = shop.local();
     local.database_proxies["order"].cut();
 
@@ -622,10 +596,10 @@ async fn with_the_order_database_down_orders_are_503_and_the_rest_of_the_shop_wo
 async fn concurrent_requests_with_one_key_all_answer_the_one_order() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 300, 100).await;
+    let lamp = shop.create_product(&admin, 300, 100).await;
     let customer = shop.customer().await;
     for round in 0..6 {
-        add_to_cart(&shop, &customer, &lamp, 1).await;
+        shop.add_to_cart(&customer, &lamp, 1).await;
         let key = format!("race-{round}");
         let mut ids = Vec::new();
         for _wave in 0..2 {
@@ -649,5 +623,5 @@ async fn concurrent_requests_with_one_key_all_answer_the_one_order() {
         })
         .await;
     }
-    wait_for_stock(&shop, &lamp, 94).await;
+    shop.wait_for_stock(&lamp, 94).await;
 }

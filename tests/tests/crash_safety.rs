@@ -3,29 +3,13 @@
 //! that instant would leave it (the call made, its outcome not recorded), and checks that the
 //! shop still ends consistent. A file of its own: fault points are armed per process.
 
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use souk_e2e::{Session, TestShop, json};
+use souk_e2e::{SETTLE, Session, TestShop, json};
 use souk_shared::fault::{self, Action};
 
-const SETTLE: Duration = Duration::from_secs(20);
-
-async fn product(shop: &TestShop, admin: &Session, price_cents: i64, stock: i64) -> String {
-    let body = json!({"name": "Lamp", "description": "A lamp", "price_cents": price_cents, "stock": stock});
-    let reply = shop.post("/api/products", Some(&admin.token), &body).await;
-    reply.expect(StatusCode::CREATED)["id"]
-        .as_str()
-        .expect("id")
-        .to_owned()
-}
-
 async fn checkout(shop: &TestShop, customer: &Session, lamp: &str, quantity: i64) -> String {
-    let body = json!({"product_id": lamp, "quantity": quantity});
-    shop.post("/api/carts/products", Some(&customer.token), &body)
-        .await
-        .expect(StatusCode::OK);
+    shop.add_to_cart(customer, lamp, quantity).await;
     let reply = shop
         .send(
             shop.request(Method::POST, "/api/orders")
@@ -49,13 +33,6 @@ async fn wait_for_order(shop: &TestShop, customer: &Session, id: &str, status: &
     .body
 }
 
-async fn wait_for_stock(shop: &TestShop, product: &str, expected: i64) {
-    shop.wait_for(&format!("/api/products/{product}"), None, SETTLE, |r| {
-        r.body["stock"] == expected
-    })
-    .await;
-}
-
 /// The order of issue 12: the refund was made, the process died before the order's own commit,
 /// and the order stayed CONFIRMED with its money given back. Now the refund's intent is
 /// committed first and the step is carried on after the crash.
@@ -64,7 +41,7 @@ async fn wait_for_stock(shop: &TestShop, product: &str, expected: i64) {
 async fn a_cancel_that_dies_between_refund_and_commit_still_ends_cancelled_and_refunded() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 1_250, 5).await;
+    let lamp = shop.create_product(&admin, 1_250, 5).await;
     let customer = shop.customer().await;
     let id = checkout(&shop, &customer, &lamp, 2).await;
     wait_for_order(&shop, &customer, &id, "CONFIRMED").await;
@@ -86,7 +63,7 @@ async fn a_cancel_that_dies_between_refund_and_commit_still_ends_cancelled_and_r
     // Nobody retries: the worker carries the cancel on by itself.
     let order = wait_for_order(&shop, &customer, &id, "CANCELLED").await;
     assert_eq!(order["failure_reason"], "cancelled_by_user");
-    wait_for_stock(&shop, &lamp, 5).await;
+    shop.wait_for_stock(&lamp, 5).await;
 
     // The client's retry, after the fact, answers the cancelled order.
     let again = shop.post(&path, Some(&customer.token), &json!({})).await;
@@ -104,7 +81,7 @@ async fn a_cancel_that_dies_between_refund_and_commit_still_ends_cancelled_and_r
 async fn a_cancel_that_dies_before_its_refund_is_carried_out_all_the_same() {
     let shop = TestShop::start().await;
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 800, 3).await;
+    let lamp = shop.create_product(&admin, 800, 3).await;
     let customer = shop.customer().await;
     let id = checkout(&shop, &customer, &lamp, 1).await;
     wait_for_order(&shop, &customer, &id, "CONFIRMED").await;
@@ -115,7 +92,7 @@ async fn a_cancel_that_dies_before_its_refund_is_carried_out_all_the_same() {
         .await
         .expect(StatusCode::SERVICE_UNAVAILABLE);
     wait_for_order(&shop, &customer, &id, "CANCELLED").await;
-    wait_for_stock(&shop, &lamp, 3).await;
+    shop.wait_for_stock(&lamp, 3).await;
     assert_eq!(
         shop.payment_of(&id).await.expect("payment").status,
         "refunded"
@@ -130,7 +107,7 @@ async fn a_charge_that_dies_before_its_outcome_is_recorded_confirms_the_order_on
     let shop = TestShop::start().await;
     fault::arm("charge.after_call", Action::Fail);
     let admin = shop.admin().await;
-    let lamp = product(&shop, &admin, 990, 4).await;
+    let lamp = shop.create_product(&admin, 990, 4).await;
     let customer = shop.customer().await;
     let id = checkout(&shop, &customer, &lamp, 3).await;
     let order = wait_for_order(&shop, &customer, &id, "CONFIRMED").await;
@@ -140,5 +117,5 @@ async fn a_charge_that_dies_before_its_outcome_is_recorded_confirms_the_order_on
         (payment.status.as_str(), payment.amount_cents),
         ("captured", 2_970)
     );
-    wait_for_stock(&shop, &lamp, 1).await;
+    shop.wait_for_stock(&lamp, 1).await;
 }

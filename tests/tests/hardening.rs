@@ -312,17 +312,6 @@ async fn connections_beyond_the_cap_wait_for_a_slot() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
 
-/// Waits until `product`'s stock is `expected`.
-async fn wait_for_stock(shop: &TestShop, product: &str, expected: i64) {
-    shop.wait_for(
-        &format!("/api/products/{product}"),
-        None,
-        Duration::from_secs(20),
-        |r| r.body["stock"] == expected,
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn stock_is_bounded_so_a_cancelled_order_always_gives_its_units_back() {
     const MAX_STOCK: i64 = 1_000_000_000;
@@ -387,7 +376,7 @@ async fn stock_is_bounded_so_a_cancelled_order_always_gives_its_units_back() {
     )
     .await
     .expect(StatusCode::OK);
-    wait_for_stock(&shop, &id, MAX_STOCK + 3).await;
+    shop.wait_for_stock(&id, MAX_STOCK + 3).await;
 }
 
 #[tokio::test]
