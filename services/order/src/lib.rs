@@ -74,25 +74,25 @@ impl OrderService {
         let saga = Arc::new(saga::Saga {
             shop: settings.bus.shop().clone(),
             pool: pool.clone(),
+            cart: CartServiceClient::new(channel("SOUK_CART_URL", &settings.peers.cart)?),
+            product: ProductServiceClient::new(channel(
+                "SOUK_PRODUCT_URL",
+                &settings.peers.product,
+            )?),
             payment: PaymentServiceClient::new(channel(
                 "SOUK_PAYMENT_URL",
                 &settings.peers.payment,
             )?),
+            timeout: chrono::TimeDelta::from_std(settings.saga_timeout)?,
             signer: settings.signer,
             metrics: settings.saga_metrics,
             wake: tokio::sync::Notify::new(),
         });
         Ok(Self {
             state: Arc::new(grpc::State {
-                store: store::Store::new(pool),
+                pool,
                 saga,
                 verifier: settings.verifier,
-                cart: CartServiceClient::new(channel("SOUK_CART_URL", &settings.peers.cart)?),
-                product: ProductServiceClient::new(channel(
-                    "SOUK_PRODUCT_URL",
-                    &settings.peers.product,
-                )?),
-                saga_timeout: settings.saga_timeout,
             }),
             events: Participation {
                 bus: settings.bus,
@@ -112,11 +112,11 @@ impl OrderService {
 
     /// The order database, for the relayer of its outbox.
     pub fn pool(&self) -> &sqlx::PgPool {
-        self.state.store.pool()
+        &self.state.pool
     }
 
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let pool = self.state.store.pool().clone();
+        let pool = self.state.pool.clone();
         let consumer = self.events.consume(
             pool.clone(),
             "order",

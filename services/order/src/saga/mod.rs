@@ -1,7 +1,9 @@
 //! The checkout saga, orchestrated here from the order's rows and the events of the other
-//! services, as a durable state machine (`orders.saga_step`, `store::Step`).
+//! services, as a durable state machine (`orders.saga_step`, `store::Step`). The gRPC layer only
+//! reads requests and answers: each step is here.
 //!
-//! 1. `CreateOrder` stores the order `PENDING`/`reserving_stock` with `order.created` (grpc.rs).
+//! 1. `Saga::place` (`checkout.rs`) prices the cart, then stores the order
+//!    `PENDING`/`reserving_stock` with `order.created`.
 //! 2. The product service answers `stock.reserved` or `stock.rejected`.
 //! 3. `stock.reserved`: the step becomes `charging` (committed with the event's inbox entry).
 //!    Then, outside any transaction, the payment service is charged (idempotent by order id),
@@ -22,6 +24,8 @@
 //! (`souk_shared::fault`) sit where a crash would hurt most: `charge.after_call`,
 //! `cancel.after_intent`, `cancel.after_refund` (reached by timeouts' refunds too).
 
+mod checkout;
+
 use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
@@ -31,7 +35,8 @@ use prometheus_client::{
 };
 use souk_protos::v1::{
     ChargeRequest, OrderCancelled, OrderConfirmed, OrderLine, PaymentStatus, RefundRequest,
-    StockRejected, StockReserved, payment_service_client::PaymentServiceClient,
+    StockRejected, StockReserved, cart_service_client::CartServiceClient,
+    payment_service_client::PaymentServiceClient, product_service_client::ProductServiceClient,
 };
 use souk_shared::{
     Error, Shutdown,
@@ -47,11 +52,29 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::store::{FailureReason, Locked, Status, Step, Store};
+pub use checkout::IdempotencyKey;
+
+use crate::store::{self, FailureReason, Locked, Status, Step};
+
+/// How a saga ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Confirmed,
+    Cancelled(FailureReason),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Cancelled(reason) => reason.as_str(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: String,
+    outcome: &'static str,
 }
 
 /// How sagas end.
@@ -69,10 +92,10 @@ impl SagaMetrics {
         );
     }
 
-    fn record(&self, outcome: &str) {
+    fn record(&self, outcome: Outcome) {
         self.outcomes
             .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
+                outcome: outcome.as_str(),
             })
             .inc();
     }
@@ -93,7 +116,11 @@ const BATCH: i64 = 16;
 pub struct Saga {
     pub shop: ShopName,
     pub pool: PgPool,
+    pub cart: CartServiceClient<TracedChannel>,
+    pub product: ProductServiceClient<TracedChannel>,
     pub payment: PaymentServiceClient<TracedChannel>,
+    /// How long an order may stay `PENDING` before it is cancelled (`timeout`).
+    pub timeout: chrono::TimeDelta,
     pub signer: Signer,
     pub metrics: SagaMetrics,
     /// Wakes `run_steps` when a step was committed.
@@ -139,7 +166,7 @@ impl Saga {
     }
 
     async fn confirm(&self, tx: &mut PgConnection, order: &Locked) -> Result<(), Error> {
-        let lines = Store::confirm(tx, order.id).await?;
+        let lines = store::confirm(tx, order.id).await?;
         let event = OrderConfirmed {
             order_id: order.id.to_string(),
             user_id: order.user_id.to_string(),
@@ -162,7 +189,7 @@ impl Saga {
         order: &Locked,
         reason: FailureReason,
     ) -> Result<(), Error> {
-        Store::cancel(tx, order.id, reason).await?;
+        store::cancel(tx, order.id, reason).await?;
         let event = OrderCancelled {
             order_id: order.id.to_string(),
             user_id: order.user_id.to_string(),
@@ -173,11 +200,6 @@ impl Saga {
         Ok(())
     }
 
-    fn record(&self, reason: Option<FailureReason>) {
-        self.metrics
-            .record(reason.map_or("confirmed", FailureReason::as_str));
-    }
-
     /// Carries out the step `order` was in when read: the call (no transaction open), then its
     /// outcome in a transaction of its own, recorded only if the order is still in that step.
     pub async fn carry_out(&self, order: &Locked) -> Result<(), Error> {
@@ -186,7 +208,7 @@ impl Saga {
                 let status = self.charge(order).await?;
                 fault::hit("charge.after_call")?;
                 let mut tx = self.pool.begin().await?;
-                let Some(now) = Store::lock(&mut tx, order.id).await? else {
+                let Some(now) = store::lock(&mut tx, order.id).await? else {
                     return Ok(());
                 };
                 if now.step != Step::Charging {
@@ -197,20 +219,20 @@ impl Saga {
                 // only `refunding` refunds) holds no money.
                 let outcome = if status == PaymentStatus::Captured {
                     self.confirm(&mut tx, &now).await?;
-                    None
+                    Outcome::Confirmed
                 } else {
-                    self.cancel(&mut tx, &now, FailureReason::PaymentDeclined)
-                        .await?;
-                    Some(FailureReason::PaymentDeclined)
+                    let reason = FailureReason::PaymentDeclined;
+                    self.cancel(&mut tx, &now, reason).await?;
+                    Outcome::Cancelled(reason)
                 };
                 tx.commit().await?;
-                self.record(outcome);
+                self.metrics.record(outcome);
             }
             Step::Refunding => {
                 self.refund(order.id).await?;
                 fault::hit("cancel.after_refund")?;
                 let mut tx = self.pool.begin().await?;
-                let Some(now) = Store::lock(&mut tx, order.id).await? else {
+                let Some(now) = store::lock(&mut tx, order.id).await? else {
                     return Ok(());
                 };
                 if now.step != Step::Refunding {
@@ -224,7 +246,7 @@ impl Saga {
                 })?;
                 self.cancel(&mut tx, &now, reason).await?;
                 tx.commit().await?;
-                self.record(Some(reason));
+                self.metrics.record(Outcome::Cancelled(reason));
             }
             Step::ReservingStock | Step::Completed | Step::Compensated => {}
         }
@@ -236,7 +258,7 @@ impl Saga {
     /// being cancelled already (a retry, or a timeout) is carried on.
     pub async fn cancel_by_user(&self, id: Uuid, user: Uuid) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        let order = Store::lock(&mut tx, id)
+        let order = store::lock(&mut tx, id)
             .await?
             .filter(|order| order.user_id == user)
             .ok_or_else(|| Error::NotFound("order not found".into()))?;
@@ -257,7 +279,7 @@ impl Saga {
             }
             _ => {
                 let reason = FailureReason::CancelledByUser;
-                Store::begin_refund(&mut tx, id, reason, LEASE).await?;
+                store::begin_refund(&mut tx, id, reason, LEASE).await?;
                 tx.commit().await?;
                 Locked {
                     step: Step::Refunding,
@@ -276,12 +298,12 @@ impl Saga {
         event: StockReserved,
     ) -> Result<(), HandleError> {
         let id = uuid_field("order_id", &event.order_id)?;
-        let Some(order) = Store::lock(tx, id).await? else {
+        let Some(order) = store::lock(tx, id).await? else {
             return Err(HandleError::Rejected(format!("unknown order {id}")));
         };
         if order.status == Status::Pending && order.step == Step::ReservingStock {
             // Committed with the event; `committed` wakes the worker that charges.
-            Store::begin_charge(tx, id).await?;
+            store::begin_charge(tx, id).await?;
         }
         // Otherwise already ended or being cancelled: its order.cancelled releases the stock.
         Ok(())
@@ -293,19 +315,20 @@ impl Saga {
         event: StockRejected,
     ) -> Result<(), HandleError> {
         let id = uuid_field("order_id", &event.order_id)?;
-        let Some(order) = Store::lock(tx, id).await? else {
+        let Some(order) = store::lock(tx, id).await? else {
             return Err(HandleError::Rejected(format!("unknown order {id}")));
         };
         if order.status == Status::Pending && order.step == Step::ReservingStock {
-            self.cancel(tx, &order, FailureReason::OutOfStock).await?;
-            self.record(Some(FailureReason::OutOfStock));
+            let reason = FailureReason::OutOfStock;
+            self.cancel(tx, &order, reason).await?;
+            self.metrics.record(Outcome::Cancelled(reason));
         }
         Ok(())
     }
 
     /// Times out expired orders, then carries out every due step, until none is left.
     async fn sweep(&self) -> Result<(), Error> {
-        let expired = Store::time_out_expired(&self.pool).await?;
+        let expired = store::time_out_expired(&mut *self.pool.acquire().await?).await?;
         if !expired.is_empty() {
             tracing::info!(
                 orders = expired.len(),
@@ -313,7 +336,7 @@ impl Saga {
             );
         }
         loop {
-            let due = Store::claim_due(&self.pool, BATCH, LEASE).await?;
+            let due = store::claim_due(&mut *self.pool.acquire().await?, BATCH, LEASE).await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -325,7 +348,10 @@ impl Saga {
     async fn carry_out_or_postpone(&self, order: &Locked) {
         if let Err(err) = self.carry_out(order).await {
             tracing::warn!(order_id = %order.id, step = order.step.as_str(), error = %err, "saga step failed, will retry");
-            if let Err(err) = Store::postpone(&self.pool, order.id, order.step).await {
+            let postponed = async {
+                store::postpone(&mut *self.pool.acquire().await?, order.id, order.step).await
+            };
+            if let Err(err) = postponed.await {
                 // The lease runs out instead.
                 tracing::warn!(order_id = %order.id, error = %err, "saga step not postponed");
             }
