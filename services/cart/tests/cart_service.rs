@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use souk_cart::{CartService, MAX_LINES, MAX_QUANTITY, Settings};
+use souk_cart::{MAX_LINES, MAX_QUANTITY, Settings};
 use souk_protos::v1::{
     AddItemRequest, Cart, ClearCartRequest, CreateProductRequest, DeleteCartRequest,
     DeleteProductRequest, GetCartRequest, ProductInput, RemoveItemRequest, SetItemQuantityRequest,
@@ -52,7 +52,9 @@ async fn start_product(
     listener: TcpListener,
     shutdown: &Shutdown,
 ) {
-    let service = souk_product::ProductService::start(settings)
+    let service = souk_product::service(settings)
+        .expect("product settings")
+        .ready()
         .await
         .expect("product service starts");
     tokio::spawn(service.serve(listener, shutdown.clone()));
@@ -69,6 +71,7 @@ async fn app() -> App {
         database: DatabaseLocation::Own(product_db.url()),
         shop: souk_shared::testing::unique_shop(),
         verifier: verifier.clone(),
+        events: None,
     };
     let product_listener = listener().await;
     let product_addr = product_listener.local_addr().expect("addr");
@@ -80,11 +83,14 @@ async fn app() -> App {
     )
     .await;
 
-    let cart = CartService::start(Settings {
+    let cart = souk_cart::service(Settings {
         database: DatabaseLocation::Own(cart_db.url()),
         verifier,
         product_url: format!("http://{product_addr}"),
+        events: None,
     })
+    .expect("cart settings")
+    .ready()
     .await
     .expect("cart service starts");
     let cart_listener = listener().await;

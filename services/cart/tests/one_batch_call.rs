@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use souk_cart::{CartService, Settings};
+use souk_cart::Settings;
 use souk_protos::v1::{
     AddItemRequest, BatchGetProductsRequest, BatchGetProductsResponse, Category,
     CreateCategoryRequest, CreateProductRequest, DeleteCategoryRequest, DeleteProductRequest,
@@ -155,11 +155,14 @@ async fn reading_a_cart_of_many_lines_is_one_batch_call() {
 
     let db = TestDatabase::create().await;
     let keys = KeyPair::generate().expect("keys");
-    let service = CartService::start(Settings {
+    let service = souk_cart::service(Settings {
         database: DatabaseLocation::Own(db.url()),
         verifier: Verifier::from_pem(&keys.public_pem).expect("verifier"),
         product_url: format!("http://{catalog_addr}"),
+        events: None,
     })
+    .expect("settings")
+    .ready()
     .await
     .expect("start");
     let cart_listener = listener().await;

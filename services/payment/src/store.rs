@@ -28,10 +28,6 @@ impl Store {
         Self { pool }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Records the outcome of a first charge, or returns the payment the order already has.
     pub async fn charge(
         &self,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use souk_payment::{PaymentService, Settings};
+use souk_payment::Settings;
 use souk_protos::v1::{
     ChargeRequest, GetPaymentRequest, PaymentStatus, RefundRequest,
     payment_service_client::PaymentServiceClient,
@@ -35,11 +35,13 @@ impl Drop for App {
 async fn app() -> App {
     let db = TestDatabase::create().await;
     let keys = KeyPair::generate().expect("keys");
-    let service = PaymentService::start(Settings {
+    let service = souk_payment::service(Settings {
         database: DatabaseLocation::Own(db.url()),
         verifier: Verifier::from_pem(&keys.public_pem).expect("verifier"),
         decline_above_cents: LIMIT,
     })
+    .expect("settings")
+    .ready()
     .await
     .expect("start");
     let listener = listener().await;

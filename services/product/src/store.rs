@@ -98,10 +98,6 @@ impl Store {
         Self { pool, shop }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     pub async fn insert_product(&self, draft: &ProductDraft) -> Result<Product, Error> {
         let mut tx = self.pool.begin().await?;
         let product = sqlx::query_as!(

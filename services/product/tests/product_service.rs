@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use souk_product::{ProductService, Settings};
+use souk_product::Settings;
 use souk_protos::v1::{
     BatchGetProductsRequest, CreateCategoryRequest, CreateProductRequest, DeleteCategoryRequest,
     DeleteProductRequest, GetCategoryRequest, GetProductRequest, ListCategoriesRequest,
@@ -40,11 +40,14 @@ async fn app() -> App {
     let keys = KeyPair::generate().expect("keys");
     let signer =
         Signer::from_pem(keys.private_pem.expose(), Duration::from_secs(900)).expect("signer");
-    let service = ProductService::start(Settings {
+    let service = souk_product::service(Settings {
         database: DatabaseLocation::Own(db.url()),
         shop: souk_shared::testing::unique_shop(),
         verifier: Verifier::from_pem(&keys.public_pem).expect("verifier"),
+        events: None,
     })
+    .expect("settings")
+    .ready()
     .await
     .expect("start");
     let listener = listener().await;

@@ -136,7 +136,7 @@ impl ConsumerMetrics {
 }
 
 /// A service's part in the shop's events: the bus it consumes from and how failures are
-/// treated. Services take one when they run beside the saga (`with_events`).
+/// treated. Services take one in their settings when they run beside the saga.
 #[derive(Debug, Clone)]
 pub struct Participation {
     pub bus: Bus,
@@ -145,29 +145,23 @@ pub struct Participation {
 }
 
 impl Participation {
-    /// Consumes, until `shutdown`, the `events` that `handler` handles, as the durable consumer
-    /// `name`: a task to run beside the service's server once its database is ready.
+    /// Consumes the `events` that `handler` handles, as the durable consumer `name`: a task to
+    /// run beside the service's server once its database is ready.
     pub fn consume(
         self,
         pool: PgPool,
         name: &'static str,
         events: &'static [&'static str],
         handler: Arc<dyn Handler>,
-        shutdown: &Shutdown,
-    ) -> crate::grpc::Task<()> {
+    ) -> crate::grpc::Beside {
         let config = ConsumerConfig {
             name,
             events,
             max_deliver: self.max_deliver,
         };
-        Box::pin(run(
-            self.bus,
-            pool,
-            config,
-            handler,
-            self.metrics,
-            shutdown.clone(),
-        ))
+        Box::new(move |shutdown| {
+            Box::pin(run(self.bus, pool, config, handler, self.metrics, shutdown))
+        })
     }
 }
 

@@ -28,6 +28,10 @@ use crate::{Shutdown, discovery::Discovery};
 /// Work a service does before or beside its server.
 pub type Task<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Work that runs beside a service's server once it is ready (an event consumer, a sweep),
+/// until the shutdown it is given.
+pub type Beside = Box<dyn FnOnce(Shutdown) -> Task<()> + Send>;
+
 /// What makes a service ready to answer (its database created and migrated, its admin account
 /// in place), not started yet. It retries by itself while a dependency is away; an error is
 /// one a restart would not cure.
@@ -43,15 +47,6 @@ impl Preparation {
         Self::new(async move { database.prepare().await })
     }
 
-    /// Runs the preparation a service still holds, if any (`start` = `new` + this): the
-    /// service is ready once it returns.
-    pub async fn run_held(held: &mut Option<Preparation>) -> anyhow::Result<()> {
-        match held.take() {
-            Some(prepare) => prepare.run().await,
-            None => Ok(()),
-        }
-    }
-
     pub async fn run(self) -> anyhow::Result<()> {
         self.0.await
     }
@@ -63,7 +58,8 @@ impl std::fmt::Debug for Preparation {
     }
 }
 
-/// One service to serve.
+/// One service to serve: what each service crate builds from its settings, and how every one of
+/// them is made ready and served.
 pub struct GrpcService {
     /// The fully qualified name, e.g. `souk.v1.UserService` (as health checks name it).
     pub name: &'static str,
@@ -76,7 +72,7 @@ pub struct GrpcService {
     /// Tasks that run beside the server once the service is ready (event consumers, sweeps) and
     /// stop on the same shutdown: they are awaited after the server, so a message in hand is
     /// finished before the service returns.
-    pub beside: Vec<Task<()>>,
+    pub beside: Vec<Beside>,
 }
 
 impl std::fmt::Debug for GrpcService {
@@ -99,6 +95,31 @@ impl GrpcService {
             prepare: None,
             beside: Vec::new(),
         }
+    }
+
+    /// A service on its own database: unready until the database is reached and migrated, then
+    /// reported `NOT_SERVING` whenever it cannot be reached.
+    pub fn on_database(name: &'static str, routes: Routes, database: crate::db::Database) -> Self {
+        Self {
+            database: Some(database.pool().clone()),
+            prepare: Some(Preparation::database(database)),
+            ..Self::new(name, routes)
+        }
+    }
+
+    /// Makes the service ready now, waiting as long as its dependencies take (`souk up`,
+    /// tests); `serve` then answers its calls from the first. A service served without this
+    /// answers health at once and its calls once ready (`souk serve`, a pod).
+    pub async fn ready(mut self) -> anyhow::Result<Self> {
+        if let Some(prepare) = self.prepare.take() {
+            prepare.run().await?;
+        }
+        Ok(self)
+    }
+
+    /// Serves until `shutdown` (see [`serve`]).
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        serve(self, listener, shutdown).await
     }
 }
 
@@ -125,7 +146,7 @@ pub async fn serve(
             ServingStatus::Serving,
         )
         .await;
-    // A service ready already (`start`) answers from its first call on.
+    // A service ready already (`ready`) answers from its first call on.
     let ready = prepare.is_none();
     let status = if ready {
         ServingStatus::Serving
@@ -181,7 +202,7 @@ pub async fn serve(
 struct Readying {
     name: &'static str,
     prepare: Option<Preparation>,
-    beside: Vec<Task<()>>,
+    beside: Vec<Beside>,
     database: Option<PgPool>,
     gate: Gate,
     reporter: HealthReporter,
@@ -224,7 +245,10 @@ async fn become_ready(
             shutdown.clone(),
         ))
     });
-    let tasks: Vec<JoinHandle<()>> = beside.into_iter().map(tokio::spawn).collect();
+    let tasks: Vec<JoinHandle<()>> = beside
+        .into_iter()
+        .map(|task| tokio::spawn(task(shutdown.clone())))
+        .collect();
     for task in tasks {
         let _ = task.await;
     }

@@ -11,15 +11,12 @@ use souk_shared::{
     Shutdown,
     bus::Bus,
     config::{Secret, ShopName},
-    consumer::ConsumerMetrics,
+    consumer::{ConsumerMetrics, Participation},
     db::DatabaseLocation,
+    grpc::GrpcService,
     jwt::{KeyPair, Signer, Verifier},
 };
 use tokio::{net::TcpListener, task::JoinSet};
-
-/// One service's server, running until its shutdown.
-pub type ServiceTask =
-    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
 
 /// Everything a shop needs to start.
 #[derive(Debug, Clone)]
@@ -148,9 +145,6 @@ impl Metrics {
     }
 }
 
-/// A service, built, to be served on its listener until shutdown.
-pub type ServeFn = Box<dyn FnOnce(TcpListener, Shutdown) -> ServiceTask + Send>;
-
 /// What one service is made of, wherever it runs: with every other in `souk up`, or alone in
 /// `souk serve <service>`. Each service reads the parts it needs.
 #[derive(Debug, Clone)]
@@ -176,16 +170,11 @@ pub struct Parts {
 }
 
 /// A built service.
+#[derive(Debug)]
 pub struct Built {
-    pub serve: ServeFn,
+    pub service: GrpcService,
     /// The database of its outbox, for its relayer.
     pub outbox: Option<sqlx::PgPool>,
-}
-
-impl std::fmt::Debug for Built {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Built").finish_non_exhaustive()
-    }
 }
 
 /// When a built service's database is made ready (created, migrated).
@@ -199,7 +188,6 @@ pub enum Ready {
 
 /// Builds one gRPC service from its parts: the one place each service's settings are made.
 pub async fn build(service: Service, parts: Parts, ready: Ready) -> anyhow::Result<Built> {
-    let first = ready == Ready::First;
     let peer =
         |peer: Service| {
             parts.peers.get(&peer).cloned().ok_or_else(|| {
@@ -212,122 +200,67 @@ pub async fn build(service: Service, parts: Parts, ready: Ready) -> anyhow::Resu
             .clone()
             .ok_or_else(|| anyhow::anyhow!("the {service} service needs the private key"))
     };
-    let events = |bus: &Option<Bus>| {
-        bus.clone()
-            .map(|bus| (bus, parts.max_deliver, parts.consumers.clone()))
-    };
-    Ok(match service {
+    let events = parts.bus.clone().map(|bus| Participation {
+        bus,
+        max_deliver: parts.max_deliver,
+        metrics: parts.consumers.clone(),
+    });
+    let built = match service {
         Service::User => {
-            let settings = souk_user::Settings {
+            souk_user::service(souk_user::Settings {
                 database: parts.database.clone(),
                 signer: signer()?,
                 verifier: parts.verifier.clone(),
                 admin: parts.admin.clone(),
                 hash_limits: parts.hash_limits,
                 refresh_ttl: parts.refresh_ttl,
-            };
-            let user = if first {
-                souk_user::UserService::start(settings).await?
-            } else {
-                souk_user::UserService::new(settings).await?
-            };
-            Built {
-                serve: Box::new(move |listener, shutdown| Box::pin(user.serve(listener, shutdown))),
-                outbox: None,
-            }
+            })
+            .await?
         }
-        Service::Product => {
-            let settings = souk_product::Settings {
-                database: parts.database.clone(),
-                shop: parts.shop.clone(),
-                verifier: parts.verifier.clone(),
-            };
-            let mut product = if first {
-                souk_product::ProductService::start(settings).await?
-            } else {
-                souk_product::ProductService::new(settings)?
-            };
-            if let Some((bus, max_deliver, metrics)) = events(&parts.bus) {
-                product = product.with_events(bus, max_deliver, metrics);
-            }
-            let outbox = Some(product.pool().clone());
-            Built {
-                serve: Box::new(move |listener, shutdown| {
-                    Box::pin(product.serve(listener, shutdown))
-                }),
-                outbox,
-            }
-        }
-        Service::Cart => {
-            let settings = souk_cart::Settings {
-                database: parts.database.clone(),
-                verifier: parts.verifier.clone(),
-                product_url: peer(Service::Product)?,
-            };
-            let mut cart = if first {
-                souk_cart::CartService::start(settings).await?
-            } else {
-                souk_cart::CartService::new(settings)?
-            };
-            if let Some((bus, max_deliver, metrics)) = events(&parts.bus) {
-                cart = cart.with_events(bus, max_deliver, metrics);
-            }
-            Built {
-                serve: Box::new(move |listener, shutdown| Box::pin(cart.serve(listener, shutdown))),
-                outbox: None,
-            }
-        }
-        Service::Payment => {
-            let settings = souk_payment::Settings {
-                database: parts.database.clone(),
-                verifier: parts.verifier.clone(),
-                decline_above_cents: parts.payment_decline_above_cents,
-            };
-            let payment = if first {
-                souk_payment::PaymentService::start(settings).await?
-            } else {
-                souk_payment::PaymentService::new(settings)?
-            };
-            Built {
-                serve: Box::new(move |listener, shutdown| {
-                    Box::pin(payment.serve(listener, shutdown))
-                }),
-                outbox: None,
-            }
-        }
-        Service::Order => {
-            let settings = souk_order::Settings {
-                database: parts.database.clone(),
-                bus: parts
-                    .bus
-                    .clone()
-                    .ok_or_else(|| anyhow::anyhow!("the order service needs NATS"))?,
-                verifier: parts.verifier.clone(),
-                signer: signer()?,
-                peers: souk_order::Peers {
-                    cart: peer(Service::Cart)?,
-                    product: peer(Service::Product)?,
-                    payment: peer(Service::Payment)?,
-                },
-                saga_timeout: parts.saga_timeout,
-                max_deliver: parts.max_deliver,
-                saga_metrics: parts.saga.clone(),
-                consumer_metrics: parts.consumers.clone(),
-            };
-            let order = if first {
-                souk_order::OrderService::start(settings).await?
-            } else {
-                souk_order::OrderService::new(settings)?
-            };
-            let outbox = Some(order.pool().clone());
-            Built {
-                serve: Box::new(move |listener, shutdown| {
-                    Box::pin(order.serve(listener, shutdown))
-                }),
-                outbox,
-            }
-        }
+        Service::Product => souk_product::service(souk_product::Settings {
+            database: parts.database.clone(),
+            shop: parts.shop.clone(),
+            verifier: parts.verifier.clone(),
+            events,
+        })?,
+        Service::Cart => souk_cart::service(souk_cart::Settings {
+            database: parts.database.clone(),
+            verifier: parts.verifier.clone(),
+            product_url: peer(Service::Product)?,
+            events,
+        })?,
+        Service::Payment => souk_payment::service(souk_payment::Settings {
+            database: parts.database.clone(),
+            verifier: parts.verifier.clone(),
+            decline_above_cents: parts.payment_decline_above_cents,
+        })?,
+        Service::Order => souk_order::service(souk_order::Settings {
+            database: parts.database.clone(),
+            events: events.ok_or_else(|| anyhow::anyhow!("the order service needs NATS"))?,
+            verifier: parts.verifier.clone(),
+            signer: signer()?,
+            peers: souk_order::Peers {
+                cart: peer(Service::Cart)?,
+                product: peer(Service::Product)?,
+                payment: peer(Service::Payment)?,
+            },
+            saga_timeout: parts.saga_timeout,
+            saga_metrics: parts.saga.clone(),
+        })?,
         Service::Gateway => anyhow::bail!("the gateway is not a gRPC service"),
+    };
+    let built = match ready {
+        Ready::First => built.ready().await?,
+        Ready::WhileServing => built,
+    };
+    let outbox = if service.has_relayer() {
+        built.database.clone()
+    } else {
+        None
+    };
+    Ok(Built {
+        service: built,
+        outbox,
     })
 }
 
@@ -495,8 +428,11 @@ impl RunningShop {
             consumers: self.metrics.consumers.clone(),
             saga: self.metrics.saga.clone(),
         };
-        let Built { serve, outbox } = build(service, parts, Ready::First).await?;
-        let task = serve(listener, stop.clone());
+        let Built {
+            service: built,
+            outbox,
+        } = build(service, parts, Ready::First).await?;
+        let task = built.serve(listener, stop.clone());
         let service = service.name();
         self.grpc_addrs.insert(service, addr);
         self.tasks.spawn(named(format!("{service} service"), task));

@@ -774,7 +774,7 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
     let listener = bind(settings::GRPC_ADDR, listen.grpc_addr).await?;
     serve_metrics(Arc::new(registry), listen.metrics_addr, &shutdown).await?;
     tracing::info!(addr = %listen.grpc_addr, "{kind} service listening (gRPC)");
-    (built.serve)(listener, shutdown).await
+    built.service.serve(listener, shutdown).await
 }
 
 async fn relay(common: CommonArgs, relay: Relay) -> anyhow::Result<()> {

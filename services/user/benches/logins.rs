@@ -18,7 +18,7 @@ use souk_shared::{
     jwt::{KeyPair, Signer, Verifier},
     testing::{TestDatabase, listener},
 };
-use souk_user::{AdminAccount, HashLimits, Settings, UserService};
+use souk_user::{AdminAccount, HashLimits, Settings};
 use tonic::Code;
 
 const LIMIT_MIB: f64 = 150.0;
@@ -52,7 +52,12 @@ async fn flood(db: &TestDatabase, limits: HashLimits, logins: usize) {
         refresh_ttl: Duration::from_secs(3600),
     };
     let shutdown = Shutdown::new();
-    let service = UserService::start(settings).await.expect("start");
+    let service = souk_user::service(settings)
+        .await
+        .expect("settings")
+        .ready()
+        .await
+        .expect("start");
     let listener = listener().await;
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(service.serve(listener, shutdown.clone()));

@@ -1,9 +1,7 @@
 //! The user service: accounts, login, and the access tokens every other service trusts.
 //!
-//! `UserService::start` connects to its database (running the embedded migrations) and makes
-//! sure the configured admin account exists; `UserService::serve` then answers gRPC on the given
-//! listener until shutdown. `UserService::new` leaves both to `serve`, which answers health
-//! meanwhile (what `souk serve user` does).
+//! `service` builds it from its `Settings`; made ready, it has its database migrated and the
+//! configured admin account in place.
 
 mod domain;
 mod grpc;
@@ -14,13 +12,11 @@ mod store;
 use std::sync::Arc;
 
 use souk_shared::{
-    Shutdown,
     config::Secret,
     db::{self, Database, DatabaseLocation},
     grpc::{GrpcService, Preparation},
     jwt::{Signer, Verifier},
 };
-use tokio::net::TcpListener;
 
 pub use domain::{Email, Name, Password};
 pub use password::HashLimits;
@@ -50,83 +46,57 @@ pub struct Settings {
 /// The default lifetime of a refresh token: 30 days.
 pub const DEFAULT_REFRESH_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
-/// A user service; its database and admin account are made ready by `start`, or by `serve`
-/// while it already answers health.
-#[derive(Debug)]
-pub struct UserService {
-    state: Arc<grpc::State>,
-    /// Readies the database and the admin account; `None` once done.
-    prepare: Option<Preparation>,
-}
-
-impl UserService {
-    /// The service, its database not reached yet (the settings checked, the hasher made):
-    /// `serve` answers health at once and its calls once the database and the admin account are
-    /// ready.
-    pub async fn new(settings: Settings) -> anyhow::Result<Self> {
-        let admin = settings
-            .admin
-            .as_ref()
-            .map(|admin| {
-                let email = Email::parse(&admin.email)
-                    .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_EMAIL: {err}"))?;
-                let password = Password::parse(admin.password.expose())
-                    .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_PASSWORD: {err}"))?;
-                anyhow::Ok((email, password))
-            })
-            .transpose()?;
-        let database = Database::new(&settings.database, &MIGRATOR)?;
-        let pool = database.pool().clone();
-        let hasher = password::Hasher::new(settings.hash_limits).await?;
-        let sessions = sessions::Sessions::new(pool.clone(), settings.refresh_ttl);
-        let store = store::Store::new(pool);
-        let prepare = Preparation::new({
-            let (store, hasher) = (store.clone(), hasher.clone());
-            async move {
-                database.prepare().await?;
-                if let Some((email, password)) = admin {
-                    let hash = hasher.hash(password).await?;
-                    db::retry("make sure of the admin account", || async {
-                        store
-                            .ensure_admin(&email, &hash)
-                            .await
-                            .map_err(anyhow::Error::from)
-                    })
-                    .await?;
-                    tracing::info!(email = email.as_str(), "admin account ready");
-                }
-                Ok(())
-            }
-        });
-        Ok(Self {
-            state: Arc::new(grpc::State {
-                store,
-                sessions,
-                hasher,
-                signer: settings.signer,
-                verifier: settings.verifier,
-            }),
-            prepare: Some(prepare),
+/// The user service, its settings checked and its hasher made, its database not reached yet:
+/// made ready (the database migrated, the admin account in place) by [`GrpcService::ready`],
+/// or by serving, which answers health meanwhile.
+pub async fn service(settings: Settings) -> anyhow::Result<GrpcService> {
+    let admin = settings
+        .admin
+        .as_ref()
+        .map(|admin| {
+            let email = Email::parse(&admin.email)
+                .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_EMAIL: {err}"))?;
+            let password = Password::parse(admin.password.expose())
+                .map_err(|err| anyhow::anyhow!("SOUK_ADMIN_PASSWORD: {err}"))?;
+            anyhow::Ok((email, password))
         })
-    }
-
-    /// The service with its database and admin account ready (waiting for the database as long
-    /// as it takes).
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let mut service = Self::new(settings).await?;
-        Preparation::run_held(&mut service.prepare).await?;
-        Ok(service)
-    }
-
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let service = GrpcService {
-            database: Some(self.state.store.pool().clone()),
-            prepare: self.prepare,
-            ..GrpcService::new(
-                grpc::SERVICE_NAME,
-                tonic::service::Routes::new(grpc::server(self.state)),
-            )
-        };
-        souk_shared::grpc::serve(service, listener, shutdown).await
-    }
+        .transpose()?;
+    let database = Database::new(&settings.database, &MIGRATOR)?;
+    let pool = database.pool().clone();
+    let hasher = password::Hasher::new(settings.hash_limits).await?;
+    let sessions = sessions::Sessions::new(pool.clone(), settings.refresh_ttl);
+    let store = store::Store::new(pool.clone());
+    let prepare = Preparation::new({
+        let (store, hasher) = (store.clone(), hasher.clone());
+        async move {
+            database.prepare().await?;
+            if let Some((email, password)) = admin {
+                let hash = hasher.hash(password).await?;
+                db::retry("make sure of the admin account", || async {
+                    store
+                        .ensure_admin(&email, &hash)
+                        .await
+                        .map_err(anyhow::Error::from)
+                })
+                .await?;
+                tracing::info!(email = email.as_str(), "admin account ready");
+            }
+            Ok(())
+        }
+    });
+    let state = Arc::new(grpc::State {
+        store,
+        sessions,
+        hasher,
+        signer: settings.signer,
+        verifier: settings.verifier,
+    });
+    Ok(GrpcService {
+        database: Some(pool),
+        prepare: Some(prepare),
+        ..GrpcService::new(
+            grpc::SERVICE_NAME,
+            tonic::service::Routes::new(grpc::server(state)),
+        )
+    })
 }

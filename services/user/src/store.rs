@@ -39,10 +39,6 @@ impl Store {
         Self { pool }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     pub async fn insert(
         &self,
         email: &Email,

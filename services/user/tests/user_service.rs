@@ -14,7 +14,7 @@ use souk_shared::{
     jwt::{KeyPair, Role, Signer, Verifier},
     testing::{TestDatabase, listener},
 };
-use souk_user::{AdminAccount, HashLimits, Settings, UserService};
+use souk_user::{AdminAccount, HashLimits, Settings};
 use tonic::{Code, transport::Channel};
 
 struct App {
@@ -35,7 +35,12 @@ const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "admin-password";
 
 async fn start_service(settings: Settings, shutdown: &Shutdown) -> UserServiceClient<Channel> {
-    let service = UserService::start(settings).await.expect("start");
+    let service = souk_user::service(settings)
+        .await
+        .expect("settings")
+        .ready()
+        .await
+        .expect("start");
     let listener = listener().await;
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(service.serve(listener, shutdown.clone()));
