@@ -69,7 +69,7 @@ impl Service {
         match self {
             Self::Gateway => &[Self::User, Self::Product, Self::Cart, Self::Order],
             Self::Cart => &[Self::Product],
-            Self::Order => &[Self::Cart, Self::Product, Self::Payment],
+            Self::Order => &[Self::Cart, Self::Payment],
             Self::User | Self::Product | Self::Payment => &[],
         }
     }

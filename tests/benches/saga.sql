@@ -15,6 +15,7 @@
 -- order, not in a checkout: update orders set saga_step = 'refunding', cancel_reason = $2, step_due_at = now() + make_interval(secs => $3), step_attempts = 0, updated_at = now() where id = $1
 -- order, not in a checkout: update orders set step_due_at = now() + least(0.1 * power(2, least(step_attempts, 10)), 5) * interval '1 second', step_attempts = step_attempts + 1 where id = $1 and saga_step = $2
 -- order, not in a checkout: select id from orders where user_id = $1 and idempotency_key = $2
+-- order, not in a checkout: update orders set step_due_at = now() + make_interval(secs => $2) where id in ( select id from orders where saga_step in ('charging', 'refunding') and step_due_at <= now() order by step_due_at limit $1 for update skip locked) returning id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents
 -- order, not in a checkout: select id, user_id, status, failure_reason, total_cents, created_at, updated_at from orders where user_id = $1 order by created_at desc, id desc limit $2
 -- order, not in a checkout: select order_id, product_id, name, unit_price_cents, quantity from order_items where order_id = any($1) order by created_at, product_id
 -- order, not in a checkout: update orders set status = 'CANCELLED', failure_reason = $2, cancel_reason = null, saga_step = 'compensated', updated_at = now() where id = $1
@@ -55,19 +56,19 @@ insert into product_db.outbox_events (id, subject, payload) values (gen_random_u
 commit;
 delete from product_db.outbox_events where seq = any(array[:changed_seq, :reserved_seq]::bigint[]);
 
--- stock.reserved (order service): lock the order and commit the intent to charge.
+-- stock.reserved (order service): lock the order and commit the intent to charge (leased to
+-- this replica for 3 s).
 begin;
 insert into order_db.processed_events (event_id, event_type) values (gen_random_uuid(), 'stock.reserved') on conflict do nothing;
 -- order: select id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents from orders where id = $1 for update
 select id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents from order_db.orders where id = ':order_id' for update;
--- order: update orders set saga_step = 'charging', step_due_at = now(), step_attempts = 0, updated_at = now() where id = $1
-update order_db.orders set saga_step = 'charging', step_due_at = now(), step_attempts = 0, updated_at = now() where id = ':order_id';
+-- order: update orders set saga_step = 'charging', step_due_at = now() + make_interval(secs => $2), step_attempts = 0, updated_at = now() where id = $1
+update order_db.orders set saga_step = 'charging', step_due_at = now() + make_interval(secs => 3), step_attempts = 0, updated_at = now() where id = ':order_id';
 commit;
 
--- The saga's worker claims the step, charges outside any transaction (payment service), then
--- records the outcome: CONFIRMED, with order.confirmed carrying the order's lines.
--- order: update orders set step_due_at = now() + make_interval(secs => $2) where id in ( select id from orders where saga_step in ('charging', 'refunding') and step_due_at <= now() order by step_due_at limit $1 for update skip locked) returning id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents
-update order_db.orders set step_due_at = now() + make_interval(secs => 3) where id in ( select id from order_db.orders where saga_step in ('charging', 'refunding') and step_due_at <= now() and id = ':order_id' order by step_due_at limit 16 for update skip locked) returning id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents;
+-- Once that commits, the consumer hands the order to the saga's worker, which charges outside
+-- any transaction (payment service), then records the outcome: CONFIRMED, with
+-- order.confirmed carrying the order's lines.
 insert into payment_db.payments (id, order_id, user_id, amount_cents, status, decline_reason) values (gen_random_uuid(), ':order_id', ':user_id', 100, 'captured', null) on conflict (order_id) do nothing returning id, order_id, user_id, amount_cents, status, decline_reason, created_at, updated_at;
 begin;
 select id, user_id, status, saga_step, cancel_reason, failure_reason, total_cents from order_db.orders where id = ':order_id' for update;

@@ -13,7 +13,6 @@ use std::{sync::Arc, time::Duration};
 
 use souk_protos::v1::{
     cart_service_client::CartServiceClient, payment_service_client::PaymentServiceClient,
-    product_service_client::ProductServiceClient,
 };
 use souk_shared::{
     consumer::Participation,
@@ -33,7 +32,6 @@ pub const DEFAULT_SAGA_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Peers {
     pub cart: String,
-    pub product: String,
     pub payment: String,
 }
 
@@ -55,23 +53,24 @@ pub struct Settings {
 pub fn service(settings: Settings) -> anyhow::Result<GrpcService> {
     let database = Database::new(&settings.database, &MIGRATOR)?;
     let pool = database.pool().clone();
+    let (due, charges) = tokio::sync::mpsc::unbounded_channel();
     let saga = Arc::new(saga::Saga {
         shop: settings.events.bus.shop().clone(),
         pool: pool.clone(),
         cart: CartServiceClient::new(channel("SOUK_CART_URL", &settings.peers.cart)?),
-        product: ProductServiceClient::new(channel("SOUK_PRODUCT_URL", &settings.peers.product)?),
         payment: PaymentServiceClient::new(channel("SOUK_PAYMENT_URL", &settings.peers.payment)?),
         timeout: chrono::TimeDelta::from_std(settings.saga_timeout)?,
         signer: settings.signer,
         metrics: settings.saga_metrics,
-        wake: tokio::sync::Notify::new(),
+        claimed: std::sync::Mutex::default(),
+        due,
     });
     let consumer = settings
         .events
         .consume(pool.clone(), "order", saga::EVENTS, saga.clone());
     let steps: Beside = {
         let saga = saga.clone();
-        Box::new(move |shutdown| Box::pin(saga::run_steps(saga, shutdown)))
+        Box::new(move |shutdown| Box::pin(saga::run_steps(saga, charges, shutdown)))
     };
     let state = Arc::new(grpc::State {
         pool,

@@ -338,12 +338,15 @@ pub async fn lock(db: &mut PgConnection, id: Uuid) -> Result<Option<Locked>, Err
     .transpose()
 }
 
-/// Commits the intent to charge: stock is reserved, the payment is to be taken.
-pub async fn begin_charge(db: &mut PgConnection, id: Uuid) -> Result<(), Error> {
+/// Commits the intent to charge: stock is reserved, the payment is to be taken. Like
+/// `begin_refund`, the step is due after `lease`: whoever commits it carries it out at once.
+pub async fn begin_charge(db: &mut PgConnection, id: Uuid, lease: Duration) -> Result<(), Error> {
     sqlx::query!(
-        r#"update orders set saga_step = 'charging', step_due_at = now(), step_attempts = 0, updated_at = now()
+        r#"update orders set saga_step = 'charging', step_due_at = now() + make_interval(secs => $2),
+               step_attempts = 0, updated_at = now()
            where id = $1"#,
-        id
+        id,
+        lease.as_secs_f64(),
     )
     .execute(db)
     .await?;

@@ -241,7 +241,6 @@ pub async fn build(service: Service, parts: Parts, ready: Ready) -> anyhow::Resu
             signer: signer()?,
             peers: souk_order::Peers {
                 cart: peer(Service::Cart)?,
-                product: peer(Service::Product)?,
                 payment: peer(Service::Payment)?,
             },
             saga_timeout: parts.saga_timeout,

@@ -389,8 +389,6 @@ enum Serve {
         #[command(flatten)]
         cart: CartUrl,
         #[command(flatten)]
-        product: ProductUrl,
-        #[command(flatten)]
         payment: PaymentUrl,
     },
     /// The gateway: the REST API and the storefront.
@@ -707,7 +705,6 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
             nats,
             saga: saga_args,
             cart,
-            product,
             payment,
         } => {
             let keys = keys(&public_key, &signing, false)?;
@@ -722,7 +719,6 @@ async fn serve(common: CommonArgs, service: Serve) -> anyhow::Result<()> {
                 saga_timeout: saga_args.saga_timeout,
                 peers: BTreeMap::from([
                     (Service::Cart, cart.cart_url),
-                    (Service::Product, product.product_url),
                     (Service::Payment, payment.payment_url),
                 ]),
                 ..parts(

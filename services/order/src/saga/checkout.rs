@@ -1,14 +1,12 @@
 //! Step 1 of the saga: placing an order.
 //!
-//! The cart is read and priced by the product service first, with no transaction open. Then the
+//! The cart is read first, priced by the cart service as it is now, with no transaction open. Then the
 //! order, its lines and `order.created` commit together (`PENDING`/`reserving_stock`), and the
 //! product service takes it from there. A request carrying the idempotency key of an order
 //! already placed is answered with that order, whenever it arrives: before, during or after the
 //! first request's own placing.
 
-use std::collections::HashMap;
-
-use souk_protos::v1::{BatchGetProductsRequest, GetCartRequest, OrderCreated, OrderLine};
+use souk_protos::v1::{GetCartRequest, OrderCreated, OrderLine};
 use souk_shared::{Error, auth::Caller, outbox};
 use uuid::Uuid;
 
@@ -97,7 +95,8 @@ impl Saga {
         store::find_by_key(&mut *self.pool.acquire().await?, caller.user_id, &key.0).await
     }
 
-    /// The caller's cart, priced now by the product service.
+    /// The caller's cart, as the cart service prices it now (it asks the product service for
+    /// the current name and price of every line, and leaves out products no longer sold).
     async fn price_cart(&self, caller: &Caller) -> Result<Vec<Item>, Error> {
         let cart = self
             .cart
@@ -109,38 +108,19 @@ impl Saga {
         if cart.items.is_empty() {
             return Err(Error::InvalidArgument("the cart is empty".into()));
         }
-        let ids = cart
-            .items
-            .iter()
-            .map(|line| line.product_id.clone())
-            .collect();
-        let products: HashMap<String, _> = self
-            .product
-            .clone()
-            .batch_get_products(caller.request(BatchGetProductsRequest { ids }))
-            .await
-            .map_err(|status| Error::from_upstream("product", status))?
-            .into_inner()
-            .items
-            .into_iter()
-            .map(|product| (product.id.clone(), product))
-            .collect();
         cart.items
             .into_iter()
             .map(|line| {
-                let product = products.get(&line.product_id).ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
-                        "product {} is no longer sold",
+                let product_id = Uuid::parse_str(&line.product_id).map_err(|_| {
+                    Error::Internal(anyhow::anyhow!(
+                        "cart service gave product id {:?}",
                         line.product_id
                     ))
                 })?;
-                let product_id = Uuid::parse_str(&product.id).map_err(|_| {
-                    Error::Internal(anyhow::anyhow!("product service gave id {:?}", product.id))
-                })?;
                 Ok(Item {
                     product_id,
-                    name: product.name.clone(),
-                    unit_price_cents: product.price_cents,
+                    name: line.name,
+                    unit_price_cents: line.unit_price_cents,
                     quantity: line.quantity,
                 })
             })

@@ -5,7 +5,8 @@
 //! 1. `Saga::place` (`checkout.rs`) prices the cart, then stores the order
 //!    `PENDING`/`reserving_stock` with `order.created`.
 //! 2. The product service answers `stock.reserved` or `stock.rejected`.
-//! 3. `stock.reserved`: the step becomes `charging` (committed with the event's inbox entry).
+//! 3. `stock.reserved`: the step becomes `charging` (committed with the event's inbox entry,
+//!    leased to this replica, which charges once that commits).
 //!    Then, outside any transaction, the payment service is charged (idempotent by order id),
 //!    and a second transaction records the outcome: captured → `CONFIRMED` + `order.confirmed`;
 //!    declined → `CANCELLED`/`payment_declined` + `order.cancelled` (the product service
@@ -36,7 +37,7 @@ use prometheus_client::{
 use souk_protos::v1::{
     ChargeRequest, OrderCancelled, OrderConfirmed, OrderLine, PaymentStatus, RefundRequest,
     StockRejected, StockReserved, cart_service_client::CartServiceClient,
-    payment_service_client::PaymentServiceClient, product_service_client::ProductServiceClient,
+    payment_service_client::PaymentServiceClient,
 };
 use souk_shared::{
     Error, Shutdown,
@@ -49,7 +50,7 @@ use souk_shared::{
     trace::TracedChannel,
 };
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::Notify;
+use tokio::{sync::mpsc, task::JoinSet};
 use uuid::Uuid;
 
 pub use checkout::IdempotencyKey;
@@ -104,8 +105,8 @@ impl SagaMetrics {
 /// How long a claimed step is left to its claimant before the worker takes it on again.
 pub const LEASE: Duration = Duration::from_secs(3);
 
-/// How often the worker looks for due steps and expired orders (it is also woken at once when
-/// a step is committed here).
+/// How often the worker looks for due steps and expired orders (a charge committed here is
+/// handed to it at once instead).
 const POLL: Duration = Duration::from_millis(250);
 
 /// Steps carried out at once by one worker.
@@ -117,14 +118,16 @@ pub struct Saga {
     pub shop: ShopName,
     pub pool: PgPool,
     pub cart: CartServiceClient<TracedChannel>,
-    pub product: ProductServiceClient<TracedChannel>,
     pub payment: PaymentServiceClient<TracedChannel>,
     /// How long an order may stay `PENDING` before it is cancelled (`timeout`).
     pub timeout: chrono::TimeDelta,
     pub signer: Signer,
     pub metrics: SagaMetrics,
-    /// Wakes `run_steps` when a step was committed.
-    pub wake: Notify,
+    /// Charges this replica committed to in the transaction of their `stock.reserved`, until
+    /// that transaction commits (`Handler::committed`).
+    pub claimed: std::sync::Mutex<std::collections::HashMap<Uuid, Locked>>,
+    /// Hands a committed charge to `run_steps`, which carries it out at once.
+    pub due: mpsc::UnboundedSender<Locked>,
 }
 
 impl Saga {
@@ -302,8 +305,16 @@ impl Saga {
             return Err(HandleError::Rejected(format!("unknown order {id}")));
         };
         if order.status == Status::Pending && order.step == Step::ReservingStock {
-            // Committed with the event; `committed` wakes the worker that charges.
-            store::begin_charge(tx, id).await?;
+            // Committed with the event; `committed` then hands it to the worker, which charges
+            // at once (and any worker does after the lease, should this replica die first).
+            store::begin_charge(tx, id, LEASE).await?;
+            self.claimed.lock().expect("claimed charges").insert(
+                id,
+                Locked {
+                    step: Step::Charging,
+                    ..order
+                },
+            );
         }
         // Otherwise already ended or being cancelled: its order.cancelled releases the stock.
         Ok(())
@@ -364,8 +375,19 @@ pub const EVENTS: &[&str] = &[StockReserved::TYPE, StockRejected::TYPE];
 
 impl Handler for Saga {
     fn committed(&self, event: &Envelope) {
-        if event.event_type == StockReserved::TYPE {
-            self.wake.notify_one();
+        if event.event_type != StockReserved::TYPE {
+            return;
+        }
+        let Ok(reserved) = event.event::<StockReserved>() else {
+            return;
+        };
+        let Ok(id) = Uuid::parse_str(&reserved.order_id) else {
+            return;
+        };
+        let claimed = self.claimed.lock().expect("claimed charges").remove(&id);
+        if let Some(order) = claimed {
+            // The worker is gone only at shutdown; the lease hands the charge on then.
+            let _ = self.due.send(order);
         }
     }
 
@@ -382,17 +404,31 @@ impl Handler for Saga {
     }
 }
 
-/// Carries out the saga steps left to do (a crash, a failed call, a step committed by an event)
-/// and times out expired sagas, until `shutdown`.
-pub async fn run_steps(saga: Arc<Saga>, shutdown: Shutdown) {
+/// Until `shutdown`: carries out at once each charge handed over by `committed` (`due`), and
+/// every `POLL` times out expired sagas and carries out the steps left to do (a crash, a failed
+/// call, a lease run out). Charges under way are finished before it returns.
+pub async fn run_steps(
+    saga: Arc<Saga>,
+    mut due: mpsc::UnboundedReceiver<Locked>,
+    shutdown: Shutdown,
+) {
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut charging = JoinSet::new();
     loop {
-        if let Err(err) = saga.sweep().await {
-            tracing::warn!(error = %err, "saga sweep failed, retrying");
-        }
         tokio::select! {
-            () = shutdown.wait() => return,
-            () = saga.wake.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = shutdown.wait() => break,
+            Some(order) = due.recv() => {
+                let saga = saga.clone();
+                charging.spawn(async move { saga.carry_out_or_postpone(&order).await });
+            }
+            Some(_) = charging.join_next(), if !charging.is_empty() => {}
+            _ = poll.tick() => {
+                if let Err(err) = saga.sweep().await {
+                    tracing::warn!(error = %err, "saga sweep failed, retrying");
+                }
+            }
         }
     }
+    while charging.join_next().await.is_some() {}
 }
