@@ -831,8 +831,9 @@ async fn checkout(
     }
 }
 
-fn hops(traces: &Traces) {
-    let traces = traces.lock().expect("traces");
+/// Prints where the checkouts traced so far spent their time, and forgets them.
+fn hops(traces: &Traces, title: &str) {
+    let traces = std::mem::take(&mut *traces.lock().expect("traces"));
     let mut hops: Vec<(&str, Vec<Duration>)> = vec![
         ("POST until 202 (gateway, cart, order tx)", Vec::new()),
         ("order.created: commit to delivery", Vec::new()),
@@ -869,7 +870,7 @@ fn hops(traces: &Traces) {
             hop.1.push(d);
         }
     }
-    println!("checkout, per hop (sequential orders; event times from their envelopes)");
+    println!("{title}");
     for (name, samples) in hops {
         latencies(name, samples, None);
     }
@@ -886,6 +887,13 @@ async fn checkouts(shop: &mut TestShop, product: &str) {
     }
     println!("checkout");
     latencies("sequential, POST to CONFIRMED", sequential, Some(15.0));
+    let traced = traces.as_ref();
+    if let Some(traces) = traced {
+        hops(
+            traces,
+            "checkout, per hop (sequential orders; event times from their envelopes)",
+        );
+    }
     let mut customers = Vec::new();
     for _ in 0..16 {
         customers.push(shop.customer().await);
@@ -898,7 +906,7 @@ async fn checkouts(shop: &mut TestShop, product: &str) {
         let runs = customers.iter().map(|customer| async move {
             let mut done = 0u64;
             while Instant::now() < until {
-                checkout(shop, customer, product, Polling::Backoff, None).await;
+                checkout(shop, customer, product, Polling::Backoff, traced).await;
                 done += 1;
             }
             done
@@ -914,8 +922,8 @@ async fn checkouts(shop: &mut TestShop, product: &str) {
         "/s",
         0.5,
     );
-    if let Some(traces) = traces {
-        hops(&traces);
+    if let Some(traces) = traced {
+        hops(traces, "checkout, per hop (16 customers at once)");
     }
 }
 
