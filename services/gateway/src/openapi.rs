@@ -308,7 +308,138 @@ fn extend(object: &mut Map<String, Value>, with: Value) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{collections::BTreeSet, path::Path};
+
+    use http::{Method, Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use crate::{Limits, Metrics, Settings, Upstreams};
+
+    /// Every route of the router (its path as written, `{param}` and all), found in axum's
+    /// `Debug` of the router, the only place it lists them. The test below fails loudly if
+    /// that format changes (it then finds none of the routes it knows).
+    fn router_paths(router: &axum::Router) -> BTreeSet<String> {
+        let debug = format!("{router:?}");
+        let mut paths = BTreeSet::new();
+        for (at, _) in debug.match_indices("RouteId(") {
+            let rest = &debug[at..];
+            let Some(quote) = rest.find(": \"") else {
+                continue;
+            };
+            if !rest[..quote].ends_with(')') {
+                continue;
+            }
+            let path = &rest[quote + 3..];
+            if let Some(end) = path.find('"') {
+                paths.insert(path[..end].to_owned());
+            }
+        }
+        paths
+    }
+
+    /// The router as `souk up` builds it, with services that are not there (a probe of a
+    /// route that reaches a service gets a quick 503).
+    async fn app() -> axum::Router {
+        let keys = souk_shared::jwt::KeyPair::generate().expect("keys");
+        let settings = Settings {
+            upstreams: Upstreams {
+                user: "http://127.0.0.1:1".into(),
+                product: "http://127.0.0.1:1".into(),
+                cart: "http://127.0.0.1:1".into(),
+                order: "http://127.0.0.1:1".into(),
+            },
+            verifier: souk_shared::jwt::Verifier::from_pem(&keys.public_pem).expect("verifier"),
+            metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
+            limits: Limits::default(),
+            bus: None,
+        };
+        crate::router(settings, souk_shared::Shutdown::new())
+            .await
+            .expect("router")
+    }
+
+    /// Whether `method` is routed at `path`: anything but the method-not-allowed answer.
+    async fn routed(app: &axum::Router, method: &Method, path: &str) -> bool {
+        // A parameter that is not a UUID: handlers refuse it before they call a service.
+        let concrete: String = path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "x"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let request = Request::builder()
+            .method(method)
+            .uri(concrete)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let answer = app.clone().oneshot(request).await.expect("an answer");
+        answer.status() != StatusCode::METHOD_NOT_ALLOWED
+    }
+
+    /// The API is everything under `/api/`, and the document is exactly it. Outside `/api/`
+    /// the router serves what is not the API, so not in the document: the storefront's HTML
+    /// pages and assets (docs/api.md, "The storefront") and the orchestrator's probes
+    /// `/healthz` and `/readyz` (docs/operations.md). `/metrics` is on the operations port,
+    /// not on this router at all.
+    #[tokio::test]
+    async fn every_route_is_documented_and_nothing_else() {
+        let app = app().await;
+        let paths = router_paths(&app);
+        for known in [
+            "/healthz",
+            "/readyz",
+            "/api/openapi.json",
+            "/api/orders/{id}",
+        ] {
+            assert!(
+                paths.contains(known),
+                "{known} not found in the router: has axum's Debug changed? {paths:?}"
+            );
+        }
+        assert!(
+            !paths.contains("/metrics"),
+            "/metrics is not the API port's"
+        );
+        let mut served = BTreeSet::new();
+        for path in paths.iter().filter(|path| path.starts_with("/api/")) {
+            for method in [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ] {
+                if routed(&app, &method, path).await {
+                    served.insert((method.to_string(), path.clone()));
+                }
+            }
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::json().expect("the document")).expect("JSON");
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("a path item")
+                    .keys()
+                    .map(move |method| (method.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let not_served: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && not_served.is_empty(),
+            "routes not in the document: {undocumented:?}; documented but not routed: {not_served:?}"
+        );
+        assert!(served.len() >= 28, "{served:?}");
+    }
 
     #[test]
     fn the_checked_in_document_is_the_generated_one() {
