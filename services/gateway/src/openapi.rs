@@ -229,13 +229,28 @@ fn seconds() -> Value {
 
 /// The bounds the services enforce on what a client sends, from the constants they use.
 fn input_bounds(doc: &mut Value) -> anyhow::Result<()> {
-    let chars = |range: std::ops::RangeInclusive<usize>| json!({ "minLength": range.start(), "maxLength": range.end() });
-    let description = json!({ "maxLength": api::MAX_DESCRIPTION_CHARS });
+    // Names: no control character (Rust's `char::is_control`, Unicode's Cc: exactly these
+    // two ranges); descriptions may hold tabs and line breaks.
+    let name = |range: std::ops::RangeInclusive<usize>| {
+        json!({
+            "minLength": range.start(),
+            "maxLength": range.end(),
+            "pattern": "^[^\\x00-\\x1F\\x7F-\\x9F]*$",
+        })
+    };
+    let description = json!({
+        "maxLength": api::MAX_DESCRIPTION_CHARS,
+        "pattern": "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$",
+    });
+    let password = json!({
+        "minLength": api::PASSWORD_CHARS.start(),
+        "maxLength": api::PASSWORD_CHARS.end(),
+    });
     let quantity = json!({ "minimum": 1, "maximum": api::MAX_QUANTITY });
     for (schema, field, bounds) in [
-        ("Registration", "password", chars(api::PASSWORD_CHARS)),
-        ("Registration", "name", chars(api::USER_NAME_CHARS)),
-        ("ProductInput", "name", chars(api::PRODUCT_NAME_CHARS)),
+        ("Registration", "password", password),
+        ("Registration", "name", name(api::USER_NAME_CHARS)),
+        ("ProductInput", "name", name(api::PRODUCT_NAME_CHARS)),
         ("ProductInput", "description", description.clone()),
         (
             "ProductInput",
@@ -247,9 +262,9 @@ fn input_bounds(doc: &mut Value) -> anyhow::Result<()> {
             "stock",
             json!({ "minimum": 0, "maximum": api::MAX_STOCK }),
         ),
-        ("CategoryInput", "name", chars(api::CATEGORY_NAME_CHARS)),
+        ("CategoryInput", "name", name(api::CATEGORY_NAME_CHARS)),
         ("CategoryInput", "description", description.clone()),
-        ("CategoryUpdate", "name", chars(api::CATEGORY_NAME_CHARS)),
+        ("CategoryUpdate", "name", name(api::CATEGORY_NAME_CHARS)),
         ("CategoryUpdate", "description", description),
         ("CartLine", "quantity", quantity.clone()),
         ("Quantity", "quantity", quantity),
