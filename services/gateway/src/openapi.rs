@@ -292,27 +292,50 @@ fn input_bounds(doc: &mut Value) -> anyhow::Result<()> {
             continue;
         };
         for parameter in parameters {
-            let bounds = match parameter["name"].as_str() {
-                Some("page") => json!({ "minimum": 1, "default": 1 }),
-                Some("page_size") => json!({
-                    "minimum": 1,
-                    "maximum": api::MAX_PAGE_SIZE,
-                    "default": api::DEFAULT_PAGE_SIZE,
-                }),
-                Some("Idempotency-Key") => json!({
-                    "minLength": 1,
-                    "maxLength": api::MAX_IDEMPOTENCY_KEY_CHARS,
-                    "pattern": "^[\\x20-\\x7E]+$",
-                }),
-                _ => continue,
-            };
-            let schema = parameter["schema"]
-                .as_object_mut()
-                .context("a parameter's schema")?;
-            extend(schema, bounds);
+            let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+            match name.as_str() {
+                "page" => {
+                    parameter["schema"] = page(json!({ "minimum": 1 }), 1);
+                }
+                "page_size" => {
+                    parameter["schema"] = page(
+                        json!({ "minimum": 1, "maximum": api::MAX_PAGE_SIZE }),
+                        api::DEFAULT_PAGE_SIZE,
+                    );
+                }
+                "Idempotency-Key" => {
+                    let schema = parameter["schema"]
+                        .as_object_mut()
+                        .context("a parameter's schema")?;
+                    extend(
+                        schema,
+                        json!({
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": api::MAX_IDEMPOTENCY_KEY_CHARS,
+                            // What a header value may hold (`HeaderValue::to_str`).
+                            "pattern": "^[\\x20-\\x7E]+$",
+                        }),
+                    );
+                }
+                _ => {}
+            }
         }
     }
     Ok(())
+}
+
+/// A paging parameter: a whole number within `bounds`, or empty (`?page=`, as an HTML form
+/// sends an empty field) for `default`.
+fn page(bounds: Value, default: i64) -> Value {
+    let mut number = json!({ "type": "integer", "format": "int64" });
+    if let (Some(number), Value::Object(bounds)) = (number.as_object_mut(), bounds) {
+        number.extend(bounds);
+    }
+    json!({
+        "anyOf": [number, { "type": "string", "pattern": "^\\s*$" }],
+        "default": default,
+    })
 }
 
 fn extend(object: &mut Map<String, Value>, with: Value) {
