@@ -102,15 +102,17 @@ pub(crate) fn json() -> anyhow::Result<String> {
 }
 
 /// Why each answer that every route may give is given.
-fn shared_description(status: &str) -> &'static str {
+fn shared_description(status: &str) -> String {
     match status {
-        "400" => "Invalid input: a malformed body, id, query or header, or a value out of bounds",
-        "401" => "No valid bearer token",
-        "408" => "The body did not arrive within the body timeout",
-        "413" => "The body is over 64 KiB",
-        "431" => "The request line and headers are over the limit",
-        "503" => "A service behind the gateway is unavailable: retry after `Retry-After`",
-        _ => "",
+        "400" => {
+            "Invalid input: a malformed body, id, query or header, or a value out of bounds".into()
+        }
+        "401" => "No valid bearer token".into(),
+        "408" => "The body did not arrive within the body timeout".into(),
+        "413" => format!("The body is over {} bytes", crate::BODY_LIMIT),
+        "431" => "The request line and headers are over the limit".into(),
+        "503" => "A service behind the gateway is unavailable: retry after `Retry-After`".into(),
+        _ => String::new(),
     }
 }
 
@@ -295,7 +297,7 @@ fn input_bounds(doc: &mut Value) -> anyhow::Result<()> {
             let name = parameter["name"].as_str().unwrap_or_default().to_owned();
             match name.as_str() {
                 "page" => {
-                    parameter["schema"] = page(json!({ "minimum": 1 }), 1);
+                    parameter["schema"] = page(json!({ "minimum": 1, "maximum": i64::MAX }), 1);
                 }
                 "page_size" => {
                     parameter["schema"] = page(
