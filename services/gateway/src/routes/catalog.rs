@@ -337,7 +337,6 @@ pub(crate) async fn get_product(
     responses(
         (status = 201, description = "The new product", body = ProductBody),
         (status = 403, description = "Not an admin"),
-        (status = 404, description = "No such category"),
     ),
 )]
 pub(crate) async fn create_product(
@@ -365,7 +364,7 @@ pub(crate) async fn create_product(
     responses(
         (status = 200, description = "The product", body = ProductBody),
         (status = 403, description = "Not an admin"),
-        (status = 404, description = "No such product or category"),
+        (status = 404, description = "No such product"),
     ),
 )]
 pub(crate) async fn update_product(
