@@ -17,7 +17,7 @@
 # 5. operator-      the chart's ClusterRole/Role = the RBAC table in operator/src/lib.rs's header;
 #    contract       every flag and environment variable the chart gives the operator is declared by
 #                   its CLI (operator/src/main.rs)
-# 6. shellcheck     scripts/*.sh, scripts/{setup,test,up,cluster-test}, tests/e2e-kind,
+# 6. shellcheck     scripts/*.sh, scripts/{setup,test,up,cluster-test,api-check}, tests/e2e-kind,
 #                   tests/cluster/{build,up,down}, tests/skaffold/build, .ci/run
 # 7. e2e-dry-run    tests/e2e-kind --dry-run exits 0, prints every step, and runs no tool
 # 8. hadolint       the Dockerfile (skipped with a warning when hadolint is not installed)
@@ -302,7 +302,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 section "shellcheck"
-scripts=(scripts/*.sh scripts/setup scripts/test scripts/up scripts/cluster-test tests/e2e-kind tests/cluster/build
+scripts=(scripts/*.sh scripts/setup scripts/test scripts/up scripts/cluster-test scripts/api-check tests/e2e-kind tests/cluster/build
   tests/cluster/up tests/cluster/down tests/skaffold/build)
 [[ -f .ci/run ]] && scripts+=(.ci/run)
 if ! command -v shellcheck >/dev/null 2>&1; then

@@ -6,7 +6,11 @@
 //! command-line parser.
 //!
 //! No dependencies: the operator uses it without pulling in the services.
+//!
+//! `api` is the other agreement kept here: the bounds the services enforce on client input
+//! and the gateway's OpenAPI document states.
 
+pub mod api;
 pub mod bus;
 
 /// The six services of a shop, and what each one is: its name, whether it owns a database and

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use souk_shared::Error;
 use uuid::Uuid;
 
-/// The most of one product a cart line holds. With the catalog's price cap
-/// ($100,000,000.00) and `MAX_LINES`, no total can overflow an `i64`.
-pub const MAX_QUANTITY: i64 = 1_000_000;
+/// The most of one product a cart line holds (`souk_contract::api`, stated in the OpenAPI
+/// document too). With the catalog's price cap ($100,000,000.00) and `MAX_LINES`, no total can
+/// overflow an `i64`.
+pub use souk_contract::api::MAX_QUANTITY;
 
 /// The most different products one cart holds.
 pub const MAX_LINES: usize = 100;

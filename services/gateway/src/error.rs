@@ -127,18 +127,24 @@ impl ApiError {
     }
 }
 
-/// The problem document.
-#[derive(Debug, Serialize)]
+/// The problem document (RFC 7807).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem<'a> {
+    /// `https://souk.dev/problems/<slug>`, the slug naming the kind of error.
     #[serde(rename = "type")]
+    #[schema(format = "uri")]
     pub kind: String,
     pub title: &'a str,
     pub status: u16,
     pub detail: String,
+    /// On a 400 that concerns fields: each field (a JSON path, a header or a query parameter)
+    /// and what is wrong with it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub errors: Option<&'a BTreeMap<String, String>>,
     /// Extra members some problems carry (readiness lists its services).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub extra: Option<serde_json::Value>,
 }
 

@@ -12,6 +12,7 @@ mod extract;
 mod headers;
 mod limits;
 mod metrics;
+mod openapi;
 mod routes;
 mod server;
 mod storefront;
@@ -59,6 +60,8 @@ pub(crate) struct AppState {
     pub metrics: metrics::Metrics,
     pub throttle: throttle::Throttle,
     pub catalog: Arc<cache::CatalogCache>,
+    /// The OpenAPI document (`openapi.rs`), as served.
+    pub openapi: bytes::Bytes,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -76,6 +79,7 @@ pub async fn router(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Ro
         throttle: throttle::Throttle::new(&limits, settings.metrics.clone()),
         metrics: settings.metrics,
         catalog,
+        openapi: openapi::json()?.into(),
     });
     let request_id = http::HeaderName::from_static(headers::REQUEST_ID);
     let app = Router::new()

@@ -4,23 +4,16 @@
 use souk_shared::Error;
 use uuid::Uuid;
 
-/// The most a product may cost, in cents ($100,000,000.00). With the cart's bounds (at most
-/// 1,000,000 of a product per line, at most 100 lines) no cart or order total can overflow an
-/// `i64`.
-pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
-
-/// The most stock an admin may set: a billion units. Every sum of stock is then far inside
-/// `i64`: a release adds back at most what reservations took from stock, so a product's stock
-/// stays below `MAX_STOCK` plus what is held, and a cancelled order's release always applies
-/// (at 2^63−1, a release overflowed, was dead-lettered, and its units stayed held).
-pub const MAX_STOCK: i64 = 1_000_000_000;
-
-/// The longest description of a product or category, in characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 5_000;
-
-/// The page size when the caller gives none, and the largest allowed (docs/api.md).
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-pub const MAX_PAGE_SIZE: i64 = 100;
+// The API's bounds (`souk_contract::api`, which the OpenAPI document states too).
+//
+// `MAX_STOCK` keeps every sum of stock far inside `i64`: a release adds back at most what
+// reservations took from stock, so a product's stock stays below `MAX_STOCK` plus what is held,
+// and a cancelled order's release always applies (at 2^63−1, a release overflowed, was
+// dead-lettered, and its units stayed held).
+pub use souk_contract::api::{
+    CATEGORY_NAME_CHARS, DEFAULT_PAGE_SIZE, MAX_DESCRIPTION_CHARS, MAX_PAGE_SIZE, MAX_PRICE_CENTS,
+    MAX_STOCK, PRODUCT_NAME_CHARS,
+};
 
 /// The most ids one batch read accepts.
 pub const MAX_BATCH: usize = 1_000;
@@ -30,14 +23,17 @@ pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(raw.trim()).map_err(|_| Error::invalid(field, "must be a UUID"))
 }
 
-/// A trimmed name of `min..=max` characters without control characters.
-fn parse_name(field: &str, raw: &str, max: usize) -> Result<String, Error> {
+/// A trimmed name of `chars` characters without control characters.
+fn parse_name(
+    field: &str,
+    raw: &str,
+    chars: std::ops::RangeInclusive<usize>,
+) -> Result<String, Error> {
     let name = raw.trim();
-    let chars = name.chars().count();
-    if !(1..=max).contains(&chars) {
+    if !chars.contains(&name.chars().count()) {
         return Err(Error::invalid(
             field,
-            format!("must be 1 to {max} characters"),
+            format!("must be {} to {} characters", chars.start(), chars.end()),
         ));
     }
     if name.chars().any(char::is_control) {
@@ -85,7 +81,7 @@ impl ProductDraft {
         stock: i64,
         category_id: Option<&str>,
     ) -> Result<Self, Error> {
-        let name = parse_name("name", name, 200)?;
+        let name = parse_name("name", name, PRODUCT_NAME_CHARS)?;
         let description = parse_description(description)?;
         if !(0..=MAX_PRICE_CENTS).contains(&price_cents) {
             return Err(Error::invalid(
@@ -119,7 +115,7 @@ pub struct CategoryDraft {
 impl CategoryDraft {
     pub fn parse(name: &str, description: &str) -> Result<Self, Error> {
         Ok(Self {
-            name: parse_name("name", name, 100)?,
+            name: parse_name("name", name, CATEGORY_NAME_CHARS)?,
             description: parse_description(description)?,
         })
     }

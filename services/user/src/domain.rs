@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use souk_contract::api::{PASSWORD_CHARS, USER_NAME_CHARS};
 use souk_shared::Error;
 use unicode_normalization::UnicodeNormalization as _;
 
@@ -141,11 +142,14 @@ pub struct Password(String);
 
 impl Password {
     pub fn parse(raw: &str) -> Result<Self, Error> {
-        let chars = raw.chars().count();
-        if (8..=128).contains(&chars) {
+        let chars = PASSWORD_CHARS;
+        if chars.contains(&raw.chars().count()) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(Error::invalid("password", "must be 8 to 128 characters"))
+            Err(Error::invalid(
+                "password",
+                format!("must be {} to {} characters", chars.start(), chars.end()),
+            ))
         }
     }
 
@@ -167,9 +171,12 @@ pub struct Name(String);
 impl Name {
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let name = raw.trim();
-        let chars = name.chars().count();
-        if !(1..=100).contains(&chars) {
-            return Err(Error::invalid("name", "must be 1 to 100 characters"));
+        let chars = USER_NAME_CHARS;
+        if !chars.contains(&name.chars().count()) {
+            return Err(Error::invalid(
+                "name",
+                format!("must be {} to {} characters", chars.start(), chars.end()),
+            ));
         }
         if name.chars().any(char::is_control) {
             return Err(Error::invalid(

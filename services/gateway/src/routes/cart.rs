@@ -13,6 +13,8 @@ use souk_protos::v1::{
     SetItemQuantityRequest,
 };
 
+use utoipa::ToSchema;
+
 use crate::{
     State,
     error::ApiResult,
@@ -29,26 +31,33 @@ pub fn router() -> Router<State> {
         )
 }
 
-#[derive(Debug, Deserialize)]
-struct NewLine {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = CartLine)]
+pub(crate) struct NewLine {
+    #[schema(format = Uuid)]
     product_id: String,
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
-struct Quantity {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Quantity {
     quantity: i64,
 }
 
-#[derive(Debug, Serialize)]
-struct CartBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Cart)]
+pub(crate) struct CartBody {
+    #[schema(format = Uuid)]
     user_id: String,
+    /// In the order they were first added.
     items: Vec<LineBody>,
     total_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
-struct LineBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CartItem)]
+pub(crate) struct LineBody {
+    #[schema(format = Uuid)]
     product_id: String,
     name: String,
     unit_price_cents: i64,
@@ -78,7 +87,11 @@ impl From<Cart> for CartBody {
 
 type CartReply = ApiResult<axum::Json<CartBody>>;
 
-async fn get_cart(AxumState(state): AxumState<State>, caller: AuthUser) -> CartReply {
+/// The caller's cart, at current prices.
+#[utoipa::path(get, path = "/api/carts", tag = "cart", security(("bearer" = [])), responses(
+    (status = 200, description = "The cart", body = CartBody),
+))]
+pub(crate) async fn get_cart(AxumState(state): AxumState<State>, caller: AuthUser) -> CartReply {
     let cart = state
         .services
         .cart
@@ -89,7 +102,15 @@ async fn get_cart(AxumState(state): AxumState<State>, caller: AuthUser) -> CartR
     Ok(axum::Json(cart.into()))
 }
 
-async fn add_item(
+/// Add a product to the cart (to its line, if it has one).
+#[utoipa::path(post, path = "/api/carts/products", tag = "cart", security(("bearer" = [])), request_body = NewLine,
+    responses(
+        (status = 200, description = "The cart", body = CartBody),
+        (status = 404, description = "No such product"),
+        (status = 409, description = "Beyond the product's stock, or a line too many"),
+    ),
+)]
+pub(crate) async fn add_item(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
     Json(body): Json<NewLine>,
@@ -107,7 +128,17 @@ async fn add_item(
     Ok(axum::Json(cart.into()))
 }
 
-async fn set_quantity(
+/// Set the quantity of a product in the cart.
+#[utoipa::path(put, path = "/api/carts/products/{productId}", tag = "cart", security(("bearer" = [])),
+    params(("productId" = Uuid, Path, description = "The product's id")),
+    request_body = Quantity,
+    responses(
+        (status = 200, description = "The cart", body = CartBody),
+        (status = 404, description = "No such product"),
+        (status = 409, description = "Beyond the product's stock, or a line too many"),
+    ),
+)]
+pub(crate) async fn set_quantity(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
     IdPath(product_id): IdPath,
@@ -126,7 +157,15 @@ async fn set_quantity(
     Ok(axum::Json(cart.into()))
 }
 
-async fn remove_item(
+/// Remove a product from the cart.
+#[utoipa::path(delete, path = "/api/carts/products/{productId}", tag = "cart", security(("bearer" = [])),
+    params(("productId" = Uuid, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The cart", body = CartBody),
+        (status = 404, description = "The product is not in the cart"),
+    ),
+)]
+pub(crate) async fn remove_item(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
     IdPath(product_id): IdPath,
@@ -143,7 +182,11 @@ async fn remove_item(
     Ok(axum::Json(cart.into()))
 }
 
-async fn clear_cart(AxumState(state): AxumState<State>, caller: AuthUser) -> CartReply {
+/// Empty the cart.
+#[utoipa::path(delete, path = "/api/carts/products", tag = "cart", security(("bearer" = [])), responses(
+    (status = 200, description = "The empty cart", body = CartBody),
+))]
+pub(crate) async fn clear_cart(AxumState(state): AxumState<State>, caller: AuthUser) -> CartReply {
     let cart = state
         .services
         .cart
@@ -154,7 +197,11 @@ async fn clear_cart(AxumState(state): AxumState<State>, caller: AuthUser) -> Car
     Ok(axum::Json(cart.into()))
 }
 
-async fn delete_cart(
+/// Delete the cart.
+#[utoipa::path(delete, path = "/api/carts", tag = "cart", security(("bearer" = [])), responses(
+    (status = 204, description = "Deleted"),
+))]
+pub(crate) async fn delete_cart(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
 ) -> ApiResult<StatusCode> {

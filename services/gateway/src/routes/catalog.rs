@@ -25,6 +25,7 @@ use souk_protos::v1::{
     ProductInput, ProductPage, UpdateCategoryRequest, UpdateProductRequest,
 };
 use souk_shared::time;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
@@ -34,9 +35,7 @@ use crate::{
     extract::{Admin, IdPath, Json, Query},
 };
 
-/// docs/api.md: `page` ≥ 1, `page_size` 1..=100, 20 when not given.
-const DEFAULT_PAGE_SIZE: i64 = 20;
-const MAX_PAGE_SIZE: i64 = 100;
+use souk_contract::api::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 pub fn router() -> Router<State> {
     Router::new()
@@ -61,9 +60,14 @@ pub fn router() -> Router<State> {
 
 /// `?page=&page_size=`, checked here before any service is asked. An empty value (`page=`, as
 /// an HTML form sends an empty field) is the same as none: the default.
-#[derive(Debug, Deserialize)]
-struct PageQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// The page, from 1.
+    #[param(value_type = Option<i64>)]
     page: Option<String>,
+    /// Products per page.
+    #[param(value_type = Option<i64>)]
     page_size: Option<String>,
 }
 
@@ -97,13 +101,16 @@ impl PageQuery {
 }
 
 /// A product as an admin sends it (create, and the whole of it again on update).
-#[derive(Debug, Deserialize)]
-struct ProductFields {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ProductInput)]
+pub(crate) struct ProductFields {
+    /// Trimmed.
     name: String,
     description: String,
     price_cents: i64,
     stock: i64,
     #[serde(default)]
+    #[schema(format = Uuid)]
     category_id: Option<String>,
 }
 
@@ -119,29 +126,38 @@ impl From<ProductFields> for ProductInput {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct CategoryFields {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = CategoryInput)]
+pub(crate) struct CategoryFields {
+    /// Trimmed; unique regardless of case.
     name: String,
     #[serde(default)]
     description: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct CategoryWithId {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = CategoryUpdate)]
+pub(crate) struct CategoryWithId {
+    #[schema(format = Uuid)]
     id: String,
+    /// Trimmed; unique regardless of case.
     name: String,
     #[serde(default)]
     description: String,
 }
 
-#[derive(Debug, Serialize)]
-struct ProductBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Product)]
+pub(crate) struct ProductBody {
+    #[schema(format = Uuid)]
     id: String,
     name: String,
     description: String,
     price_cents: i64,
+    /// Always `USD`.
     currency: String,
     stock: i64,
+    #[schema(format = Uuid)]
     category_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -163,8 +179,9 @@ impl From<Product> for ProductBody {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct PageBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProductPage)]
+pub(crate) struct PageBody {
     items: Vec<ProductBody>,
     page: i64,
     page_size: i64,
@@ -182,8 +199,10 @@ impl From<ProductPage> for PageBody {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct CategoryBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Category)]
+pub(crate) struct CategoryBody {
+    #[schema(format = Uuid)]
     id: String,
     name: String,
     description: String,
@@ -199,8 +218,8 @@ impl From<Category> for CategoryBody {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct CategoryList {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CategoryList {
     items: Vec<CategoryBody>,
 }
 
@@ -223,7 +242,12 @@ async fn cached(
     Ok(answer.respond(headers, hit))
 }
 
-async fn list_products(
+/// A page of all products, newest first.
+#[utoipa::path(get, path = "/api/products", tag = "catalog", params(PageQuery), responses(
+    (status = 200, description = "The page", body = PageBody),
+    (status = 304, description = "Not modified"),
+))]
+pub(crate) async fn list_products(
     AxumState(state): AxumState<State>,
     headers: HeaderMap,
     Query(query): Query<PageQuery>,
@@ -232,7 +256,16 @@ async fn list_products(
     list(&state, &headers, page, page_size, None).await
 }
 
-async fn category_products(
+/// A page of one category's products, newest first.
+#[utoipa::path(get, path = "/api/products/categories/{categoryId}", tag = "catalog",
+    params(("categoryId" = Uuid, Path, description = "The category's id"), PageQuery),
+    responses(
+        (status = 200, description = "The page", body = PageBody),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such category"),
+    ),
+)]
+pub(crate) async fn category_products(
     AxumState(state): AxumState<State>,
     headers: HeaderMap,
     IdPath(category_id): IdPath,
@@ -271,7 +304,16 @@ async fn list(
     .await
 }
 
-async fn get_product(
+/// A product.
+#[utoipa::path(get, path = "/api/products/{id}", tag = "catalog",
+    params(("id" = Uuid, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The product", body = ProductBody),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such product"),
+    ),
+)]
+pub(crate) async fn get_product(
     AxumState(state): AxumState<State>,
     headers: HeaderMap,
     IdPath(id): IdPath,
@@ -289,7 +331,15 @@ async fn get_product(
     .await
 }
 
-async fn create_product(
+/// Create a product (admin).
+#[utoipa::path(post, path = "/api/products", tag = "catalog", security(("bearer" = [])),
+    request_body = ProductFields,
+    responses(
+        (status = 201, description = "The new product", body = ProductBody),
+        (status = 403, description = "Not an admin"),
+    ),
+)]
+pub(crate) async fn create_product(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     Json(body): Json<ProductFields>,
@@ -307,7 +357,17 @@ async fn create_product(
     Ok((StatusCode::CREATED, axum::Json(product.into())))
 }
 
-async fn update_product(
+/// Replace a product (admin).
+#[utoipa::path(put, path = "/api/products/{id}", tag = "catalog", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The product's id")),
+    request_body = ProductFields,
+    responses(
+        (status = 200, description = "The product", body = ProductBody),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such product"),
+    ),
+)]
+pub(crate) async fn update_product(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     IdPath(id): IdPath,
@@ -327,7 +387,16 @@ async fn update_product(
     Ok(axum::Json(product.into()))
 }
 
-async fn delete_product(
+/// Delete a product (admin).
+#[utoipa::path(delete, path = "/api/products/{id}", tag = "catalog", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The product's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such product"),
+    ),
+)]
+pub(crate) async fn delete_product(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     IdPath(id): IdPath,
@@ -342,7 +411,12 @@ async fn delete_product(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_categories(
+/// Every category.
+#[utoipa::path(get, path = "/api/products/categories", tag = "catalog", responses(
+    (status = 200, description = "The categories", body = CategoryList),
+    (status = 304, description = "Not modified"),
+))]
+pub(crate) async fn list_categories(
     AxumState(state): AxumState<State>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -361,7 +435,16 @@ async fn list_categories(
     .await
 }
 
-async fn create_category(
+/// Create a category (admin).
+#[utoipa::path(post, path = "/api/products/categories", tag = "catalog", security(("bearer" = [])),
+    request_body = CategoryFields,
+    responses(
+        (status = 201, description = "The new category", body = CategoryBody),
+        (status = 403, description = "Not an admin"),
+        (status = 409, description = "The name is taken"),
+    ),
+)]
+pub(crate) async fn create_category(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     Json(body): Json<CategoryFields>,
@@ -380,8 +463,17 @@ async fn create_category(
     Ok((StatusCode::CREATED, axum::Json(category.into())))
 }
 
-/// `PUT /api/products/categories` names the category in the body.
-async fn update_category_in_body(
+/// Rename a category named in the body (admin).
+#[utoipa::path(put, path = "/api/products/categories", tag = "catalog", security(("bearer" = [])),
+    request_body = CategoryWithId,
+    responses(
+        (status = 200, description = "The category", body = CategoryBody),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such category"),
+        (status = 409, description = "The name is taken"),
+    ),
+)]
+pub(crate) async fn update_category_in_body(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     Json(body): Json<CategoryWithId>,
@@ -395,7 +487,19 @@ async fn update_category_in_body(
     save_category(&state, &admin, id, fields).await
 }
 
-async fn update_category(
+/// Rename a category (admin).
+#[utoipa::path(put, path = "/api/products/categories/{categoryId}", tag = "catalog",
+    security(("bearer" = [])),
+    params(("categoryId" = Uuid, Path, description = "The category's id")),
+    request_body = CategoryFields,
+    responses(
+        (status = 200, description = "The category", body = CategoryBody),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such category"),
+        (status = 409, description = "The name is taken"),
+    ),
+)]
+pub(crate) async fn update_category(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     IdPath(id): IdPath,
@@ -425,7 +529,18 @@ async fn save_category(
     Ok(axum::Json(category.into()))
 }
 
-async fn delete_category(
+/// Delete a category (admin): only one without products.
+#[utoipa::path(delete, path = "/api/products/categories/{categoryId}", tag = "catalog",
+    security(("bearer" = [])),
+    params(("categoryId" = Uuid, Path, description = "The category's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such category"),
+        (status = 409, description = "Products still belong to it"),
+    ),
+)]
+pub(crate) async fn delete_category(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     IdPath(id): IdPath,

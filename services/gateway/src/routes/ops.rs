@@ -1,5 +1,6 @@
-//! The Operations section of docs/api.md: liveness, readiness and the OpenAPI document. Metrics
-//! are not here: they are served on the operations port only (`SOUK_METRICS_ADDR`), never on the API.
+//! The Operations section of docs/api.md: liveness, readiness and the OpenAPI document
+//! (`openapi.rs`, generated when the router is built). Metrics are not here: they are served on
+//! the operations port only (`SOUK_METRICS_ADDR`), never on the API.
 
 use axum::{
     Router,
@@ -10,8 +11,6 @@ use axum::{
 };
 
 use crate::{State, error::problem_response};
-
-const OPENAPI: &str = include_str!("../openapi.json");
 
 pub fn router() -> Router<State> {
     Router::new()
@@ -54,6 +53,13 @@ async fn readyz(AxumState(state): AxumState<State>) -> Response {
     }
 }
 
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses(
+    (status = 200, description = "This document", content_type = "application/json", body = Object),
+))]
+pub(crate) async fn openapi(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
 }

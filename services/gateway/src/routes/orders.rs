@@ -9,10 +9,13 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use souk_contract::api::MAX_IDEMPOTENCY_KEY_CHARS;
 use souk_protos::v1::{
     CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, Order, OrderStatus,
 };
 use souk_shared::time;
+
+use utoipa::ToSchema;
 
 use crate::{
     State,
@@ -27,18 +30,23 @@ pub fn router() -> Router<State> {
         .route("/api/orders/{id}/cancel", post(cancel))
 }
 
-#[derive(Debug, Serialize)]
-struct ItemBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderItem)]
+pub(crate) struct ItemBody {
+    #[schema(format = Uuid)]
     product_id: String,
     name: String,
     unit_price_cents: i64,
     quantity: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
 pub(crate) struct OrderBody {
+    #[schema(format = Uuid)]
     id: String,
-    status: &'static str,
+    #[schema(inline)]
+    status: Status,
     items: Vec<ItemBody>,
     total_cents: i64,
     failure_reason: Option<String>,
@@ -46,12 +54,21 @@ pub(crate) struct OrderBody {
     updated_at: DateTime<Utc>,
 }
 
+/// Where an order is: `PENDING` while the checkout runs, then `CONFIRMED` or `CANCELLED`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub(crate) enum Status {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
 impl From<Order> for OrderBody {
     fn from(order: Order) -> Self {
         let status = match order.status() {
-            OrderStatus::Pending | OrderStatus::Unspecified => "PENDING",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::Pending | OrderStatus::Unspecified => Status::Pending,
+            OrderStatus::Confirmed => Status::Confirmed,
+            OrderStatus::Cancelled => Status::Cancelled,
         };
         Self {
             id: order.id,
@@ -74,12 +91,12 @@ impl From<Order> for OrderBody {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct OrderList {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OrderList {
     items: Vec<OrderBody>,
 }
 
-/// The optional `Idempotency-Key` header: at most 255 characters.
+/// The optional `Idempotency-Key` header: visible ASCII, at most `MAX_IDEMPOTENCY_KEY_CHARS`.
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -87,16 +104,26 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let key = value
         .to_str()
         .map_err(|_| ApiError::invalid_field("Idempotency-Key", "must be visible ASCII"))?;
-    if key.is_empty() || key.chars().count() > 255 {
+    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
         return Err(ApiError::invalid_field(
             "Idempotency-Key",
-            "must be 1 to 255 characters",
+            &format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
         ));
     }
     Ok(Some(key.to_owned()))
 }
 
-async fn place(
+/// Place an order of the whole cart; the checkout runs on (poll the order).
+///
+/// The same `Idempotency-Key` again answers the order it placed.
+#[utoipa::path(post, path = "/api/orders", tag = "orders", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Visible ASCII")),
+    responses(
+        (status = 202, description = "The order, `PENDING`", body = OrderBody),
+        (status = 409, description = "The cart changed while it was priced"),
+    ),
+)]
+pub(crate) async fn place(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
     headers: HeaderMap,
@@ -114,7 +141,11 @@ async fn place(
     Ok((StatusCode::ACCEPTED, axum::Json(order.into())))
 }
 
-async fn list(
+/// The caller's orders, newest first.
+#[utoipa::path(get, path = "/api/orders", tag = "orders", security(("bearer" = [])), responses(
+    (status = 200, description = "The orders", body = OrderList),
+))]
+pub(crate) async fn list(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
 ) -> ApiResult<axum::Json<OrderList>> {
@@ -130,7 +161,15 @@ async fn list(
     }))
 }
 
-async fn read(
+/// One of the caller's orders.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 404, description = "No such order of the caller's"),
+    ),
+)]
+pub(crate) async fn read(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
     IdPath(id): IdPath,
@@ -145,7 +184,16 @@ async fn read(
     Ok(axum::Json(order.into()))
 }
 
-async fn cancel(
+/// Cancel one of the caller's orders.
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 404, description = "No such order of the caller's"),
+        (status = 409, description = "The order is cancelled already"),
+    ),
+)]
+pub(crate) async fn cancel(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
     IdPath(id): IdPath,

@@ -7,7 +7,8 @@ use souk_protos::v1::{
     GetUserRequest, LoginRequest, LoginResponse, LogoutRequest, RefreshRequest, RegisterRequest,
     User,
 };
-use souk_shared::time;
+use souk_shared::{jwt::Role, time};
+use utoipa::ToSchema;
 
 use crate::{
     State,
@@ -28,26 +29,40 @@ pub fn router() -> Router<State> {
         .layer(axum::middleware::from_fn(headers::no_store))
 }
 
-#[derive(Debug, Deserialize)]
-struct Registration {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Registration {
+    /// Trimmed, NFKC; unique regardless of case.
+    #[schema(format = Email)]
     email: String,
     password: String,
+    /// Trimmed.
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct Credentials {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Credentials {
     email: String,
     password: String,
 }
 
-#[derive(Debug, Serialize)]
-struct UserBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
+pub(crate) struct UserBody {
+    #[schema(format = Uuid)]
     id: String,
     email: String,
     name: String,
-    role: String,
+    #[schema(inline)]
+    role: RoleName,
     created_at: DateTime<Utc>,
+}
+
+/// The roles a client can see (services' own tokens are never handed out).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum RoleName {
+    Customer,
+    Admin,
 }
 
 impl From<User> for UserBody {
@@ -57,22 +72,32 @@ impl From<User> for UserBody {
             id: user.id,
             email: user.email,
             name: user.name,
-            role: user.role,
+            role: if user.role == Role::Admin.as_str() {
+                RoleName::Admin
+            } else {
+                RoleName::Customer
+            },
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RefreshBody {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = RefreshToken)]
+pub(crate) struct RefreshBody {
     refresh_token: String,
 }
 
-#[derive(Debug, Serialize)]
-struct TokenBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Token)]
+pub(crate) struct TokenBody {
     access_token: String,
+    /// Always `Bearer`.
     token_type: String,
+    /// Seconds the access token is valid for.
     expires_in: i64,
+    /// Single use: exchanged at `/api/auth/refresh` for the next pair.
     refresh_token: String,
+    /// Seconds the refresh token is valid for.
     refresh_expires_in: i64,
 }
 
@@ -88,7 +113,13 @@ impl From<LoginResponse> for TokenBody {
     }
 }
 
-async fn register(
+/// Register a customer.
+#[utoipa::path(post, path = "/api/users", tag = "auth", request_body = Registration, responses(
+    (status = 201, description = "The new customer", body = UserBody),
+    (status = 409, description = "The email is taken"),
+    (status = 429, description = "Too many registrations from this address"),
+))]
+pub(crate) async fn register(
     AxumState(state): AxumState<State>,
     client: ClientAddr,
     Json(body): Json<Registration>,
@@ -108,7 +139,13 @@ async fn register(
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
-async fn login(
+/// Log in: an access token and a refresh token.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = Credentials, responses(
+    (status = 200, description = "The tokens", body = TokenBody),
+    (status = 401, description = "Wrong email or password"),
+    (status = 429, description = "Too many failed logins for this account, or logins from this address"),
+))]
+pub(crate) async fn login(
     AxumState(state): AxumState<State>,
     client: ClientAddr,
     Json(body): Json<Credentials>,
@@ -135,7 +172,11 @@ async fn login(
 }
 
 /// A refresh token for the next access and refresh tokens (the old one is spent).
-async fn refresh(
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshBody, responses(
+    (status = 200, description = "The next tokens", body = TokenBody),
+    (status = 401, description = "An unknown, spent, expired or revoked refresh token"),
+))]
+pub(crate) async fn refresh(
     AxumState(state): AxumState<State>,
     Json(body): Json<RefreshBody>,
 ) -> ApiResult<axum::Json<TokenBody>> {
@@ -152,7 +193,12 @@ async fn refresh(
 }
 
 /// Ends the session of a refresh token: it and every token of its family are revoked.
-async fn logout(
+///
+/// An unknown token is no error.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", request_body = RefreshBody, responses(
+    (status = 204, description = "Logged out"),
+))]
+pub(crate) async fn logout(
     AxumState(state): AxumState<State>,
     Json(body): Json<RefreshBody>,
 ) -> ApiResult<StatusCode> {
@@ -167,14 +213,28 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(
+/// The caller's own account.
+#[utoipa::path(get, path = "/api/users/me", tag = "auth", security(("bearer" = [])), responses(
+    (status = 200, description = "The caller", body = UserBody),
+    (status = 404, description = "The account was deleted"),
+))]
+pub(crate) async fn me(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
 ) -> ApiResult<axum::Json<UserBody>> {
     read_user(&state, &caller, caller.user_id).await
 }
 
-async fn user(
+/// A user: a customer may read only itself, an admin anyone.
+#[utoipa::path(get, path = "/api/users/{id}", tag = "auth", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserBody),
+        (status = 403, description = "A customer reading another user"),
+        (status = 404, description = "No such user"),
+    ),
+)]
+pub(crate) async fn user(
     AxumState(state): AxumState<State>,
     caller: AuthUser,
     IdPath(id): IdPath,
