@@ -215,9 +215,14 @@ async fn every_answer_carries_a_request_id() {
 #[tokio::test]
 async fn metrics_are_not_served_on_the_api_port() {
     let shop = TestShop::start().await;
-    shop.get("/metrics", None)
-        .await
-        .expect(StatusCode::NOT_FOUND);
+    // Not an API path: the storefront's page for an address with none.
+    let reply = shop.get("/metrics", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(
+        !reply.text.contains("souk_"),
+        "no metric is served: {}",
+        reply.text
+    );
 }
 
 #[tokio::test]

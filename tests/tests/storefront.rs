@@ -147,3 +147,22 @@ async fn the_log_in_form_is_throttled_like_the_api() {
         "wrong passwords through the form were never throttled: {statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn an_address_with_no_page_is_a_page_and_an_unknown_api_path_a_problem() {
+    let shop = TestShop::start().await;
+    let page = shop.get("/no-such-page/here", None).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    let content_type = page.headers["content-type"].to_str().expect("ascii");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(page.text.contains("There is no page at this address."));
+    assert!(
+        page.headers.contains_key("content-security-policy"),
+        "the 404 page carries the pages' policy"
+    );
+
+    let problem = shop.get("/api/no-such-resource", None).await;
+    assert_eq!(problem.status, StatusCode::NOT_FOUND);
+    let content_type = problem.headers["content-type"].to_str().expect("ascii");
+    assert_eq!(content_type, "application/problem+json");
+}

@@ -244,8 +244,14 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::NotFound("no such resource".into())
+/// What answers a path no route does: the storefront's page for its paths, a problem for the
+/// API's.
+pub async fn not_found(uri: http::Uri) -> Response {
+    if crate::storefront::owns(uri.path()) {
+        crate::storefront::not_found()
+    } else {
+        ApiError::NotFound("no such resource".into()).into_response()
+    }
 }
 
 pub async fn method_not_allowed() -> ApiError {

@@ -20,7 +20,12 @@ mod orders;
 mod page;
 mod session;
 
-use axum::{Router, extract::Request, middleware::Next, response::Response};
+use axum::{
+    Router,
+    extract::Request,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
 use http::{HeaderValue, header};
 
 use crate::State;
@@ -43,10 +48,29 @@ pub fn router() -> Router<State> {
         .merge(assets::router())
 }
 
+/// Whether an unrouted `path` is the storefront's to answer (a page that does not exist), not
+/// the API's (which answers problems, in JSON).
+pub(crate) fn owns(path: &str) -> bool {
+    !(path == "/api" || path.starts_with("/api/") || path == "/healthz" || path == "/readyz")
+}
+
+/// The page for a path nothing answers.
+pub(crate) fn not_found() -> Response {
+    let mut response =
+        page::PageError::NotFound("There is no page at this address.".into()).into_response();
+    secure(&mut response);
+    response
+}
+
 /// Headers every page carries. Pages hold a CSRF token and the shopper's own data: no cache
 /// may keep them.
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
+    secure(&mut response);
+    response
+}
+
+fn secure(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -64,5 +88,4 @@ async fn security_headers(request: Request, next: Next) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    response
 }
