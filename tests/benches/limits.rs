@@ -144,7 +144,12 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    format!("{cores} cores, {cpu}")
+    // How busy the machine was when the run began: tails and ratios are noisy on a shared one.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cores} cores, {cpu}, load average {load}")
 }
 
 // ---------------------------------------------------------------------------------------------
