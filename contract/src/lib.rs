@@ -212,6 +212,15 @@ pub mod defaults {
     pub const TOKEN_TTL_SECONDS: u64 = 900;
     /// The payment simulator declines charges above this many cents.
     pub const PAYMENT_DECLINE_ABOVE_CENTS: i64 = 1_000_000;
+    /// Memory a service container requests, in MiB (the operator's default; what an idle
+    /// service should fit in).
+    pub const SERVICE_MEMORY_REQUEST_MIB: u32 = 64;
+    /// Memory a service container may use, in MiB (the operator's default limit).
+    pub const SERVICE_MEMORY_LIMIT_MIB: u32 = 256;
+    /// Memory a relayer sidecar requests, in MiB.
+    pub const RELAYER_MEMORY_REQUEST_MIB: u32 = 32;
+    /// Memory a relayer sidecar may use, in MiB.
+    pub const RELAYER_MEMORY_LIMIT_MIB: u32 = 128;
 }
 
 /// gRPC health service that reports the process alive whatever its database does: the liveness

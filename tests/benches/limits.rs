@@ -10,11 +10,17 @@
 //!   the writer's replica serves it at once;
 //! - checkout: confirmed orders/s with 16 customers, sequential POST-to-CONFIRMED latency, and a
 //!   per-hop breakdown of a checkout taken from the saga's own events;
-//! - memory: the shop process's resident memory idle and after the load.
+//! - memory: the shop process's resident memory idle and after the load; then each service and
+//!   relayer as a process of its own (`souk serve`, `souk relay`, built by this bench with its
+//!   own profile), idle and at its peak under load, beside the operator's container request and
+//!   limit.
 //!
 //! `SQLX_OFFLINE=true cargo bench -p souk-e2e --bench limits`; `SOUK_BENCH_SECONDS` sets the
-//! length of each timed run (default 3). Needs the local PostgreSQL, NATS, and `pgbench`
-//! (Debian: postgresql-contrib). Figures only: nothing here passes or fails on speed.
+//! length of each timed run (default 3), `SOUK_BENCH_ONLY` the sections to run (comma-separated:
+//! relay, or relay-latency, relay-throughput, relay-commits; catalog, staleness, checkout,
+//! memory; default all). Needs the local PostgreSQL, NATS,
+//! and `pgbench` (Debian: postgresql-contrib). Figures only: nothing here passes or fails on
+//! speed.
 
 #![allow(
     clippy::print_stdout,
@@ -26,12 +32,15 @@
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt as _;
 use reqwest::StatusCode;
+use souk_contract::{Service, command, defaults, env as settings, file};
 use souk_e2e::{TestShop, json};
 use souk_protos::v1::{CatalogChanged, OrderConfirmed, OrderCreated, StockReserved};
 use souk_relayer::{Metrics, Relayer, Settings, Wake};
@@ -41,7 +50,7 @@ use souk_shared::{
     config::ShopName,
     events::{Envelope, Event},
     outbox,
-    testing::{TestDatabase, delete_stream, nats_url, unique_shop},
+    testing::{TestDatabase, delete_stream, drop_databases, nats_url, server_url, unique_shop},
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
@@ -109,7 +118,12 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_field("/proc/self/status", field)
+}
+
+/// A `kB` figure of a `/proc/.../status` file (0 when unreadable).
+fn status_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|status| {
             status.lines().find_map(|line| {
@@ -130,7 +144,12 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    format!("{cores} cores, {cpu}")
+    // How busy the machine was when the run began: tails and ratios are noisy on a shared one.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cores} cores, {cpu}, load average {load}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,9 +324,24 @@ async fn relay_latency(wake: Wake) -> (Vec<Duration>, Vec<Duration>) {
     (idle, loaded)
 }
 
-/// Events/s a relayer moves from a full outbox into the stream.
+/// Events/s a running relayer moves from a full outbox into the stream: from the commit that
+/// fills it (and its hint) until the stream has acknowledged every event.
 async fn relay_throughput(events: i64) -> f64 {
-    let rig = RelayRig::new(Wake::InProcess, false, false).await;
+    let rig = RelayRig::new(Wake::InProcess, true, false).await;
+    let mut stream = rig
+        .bus
+        .jetstream()
+        .get_stream(souk_shared::events::stream_name(&rig.shop))
+        .await
+        .expect("stream");
+    let mut in_stream = async || stream.info().await.expect("stream info").state.messages;
+    // The relayer leads and is idle once it has relayed a first event.
+    rig.commit_one(false).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while in_stream().await < 1 {
+        assert!(Instant::now() < deadline, "the relayer never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let subject = souk_shared::events::subject(&rig.shop, StockReserved::TYPE);
     let payload = Envelope::new(&StockReserved {
         order_id: String::new(),
@@ -324,23 +358,20 @@ async fn relay_throughput(events: i64) -> f64 {
     .await
     .expect("fill the outbox");
     let started = Instant::now();
-    rig.start_relayer(Wake::InProcess);
-    // Drained when the outbox is empty (every row acknowledged by the stream, then deleted).
-    loop {
-        let left: i64 = sqlx::query_scalar("select count(*) from outbox_events")
-            .fetch_one(&rig.pool)
-            .await
-            .expect("count");
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    outbox::hint();
+    let all = u64::try_from(events).expect("events") + 1;
+    while in_stream().await < all {
+        assert!(
+            Instant::now() < deadline,
+            "the outbox was not drained in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     events as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Messages/s this process publishes to JetStream, acknowledged, pipelined as the relayer does
-/// (a batch of 256 sent, then its acknowledgements awaited).
+/// (a batch of the relayer's size sent, then its acknowledgements awaited).
 async fn raw_publish(events: usize) -> f64 {
     let shop = unique_shop();
     let bus = Bus::connect(&nats_url(), shop.clone(), "bench")
@@ -352,11 +383,12 @@ async fn raw_publish(events: usize) -> f64 {
         order_id: String::new(),
     })
     .encode();
+    let batch = usize::try_from(Settings::default().batch_size).expect("batch size");
     let started = Instant::now();
     let mut sent = 0;
     while sent < events {
-        let mut acks = Vec::with_capacity(256);
-        for _ in 0..256.min(events - sent) {
+        let mut acks = Vec::with_capacity(batch);
+        for _ in 0..batch.min(events - sent) {
             let message = async_nats::jetstream::message::PublishMessage::build()
                 .message_id(uuid::Uuid::new_v4().to_string())
                 .payload(payload.clone().into());
@@ -408,23 +440,31 @@ async fn relay() {
         ("woken in process (souk up)", Wake::InProcess, Some(5.0)),
         ("woken by NOTIFY (sidecar)", Wake::Notify, Some(5.0)),
     ] {
+        if !section("relay-latency") {
+            break;
+        }
         let (idle, loaded) = relay_latency(wake).await;
         latencies(&format!("{name}, idle"), idle, goal);
         latencies(&format!("{name}, 8 writers"), loaded, goal);
     }
-    let events = 20_000;
-    let (mut relayed, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        relayed.push(relay_throughput(events).await);
-        raw.push(raw_publish(events as usize).await);
+    if section("relay-throughput") {
+        let events = 50_000;
+        let (mut relayed, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            relayed.push(relay_throughput(events).await);
+            raw.push(raw_publish(events as usize).await);
+        }
+        compare(
+            "relay throughput vs raw JetStream publish",
+            mean(&relayed),
+            mean(&raw),
+            "ev/s",
+            0.9,
+        );
     }
-    compare(
-        "relay throughput vs raw JetStream publish",
-        mean(&relayed),
-        mean(&raw),
-        "ev/s",
-        0.9,
-    );
+    if !section("relay-commits") {
+        return;
+    }
     let (mut off, mut in_process, mut notify, mut inside) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
@@ -927,6 +967,316 @@ async fn checkouts(shop: &mut TestShop, product: &str) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Memory
+
+/// The `souk` binary of the bench's own profile, built (or found up to date) by cargo first.
+/// Cargo releases its build lock before it runs a bench, so this build does not wait on ours.
+fn souk_binary() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--profile", "bench", "-p", "souk", "--bin", "souk"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|err| format!("{cargo} did not run: {err}"))?;
+    if !status.success() {
+        return Err(format!(
+            "`{cargo} build --profile bench -p souk` failed ({status})"
+        ));
+    }
+    // This bench is target/<profile>/deps/limits-<hash>; the binary is target/<profile>/souk.
+    let exe = std::env::current_exe().map_err(|err| err.to_string())?;
+    let binary = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join("souk"))
+        .ok_or("no target directory")?;
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(format!("{} not built", binary.display()))
+    }
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
+fn process_kb(pid: u32, field: &str) -> u64 {
+    status_field(&format!("/proc/{pid}/status"), field)
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// A shop of separate processes, as containers run it: `souk serve <service>` for each service
+/// and `souk relay <outbox>` for each outbox, on the shared PostgreSQL and NATS.
+struct ProcessShop {
+    processes: Vec<(String, std::process::Child)>,
+    shop: ShopName,
+    dir: PathBuf,
+    gateway: String,
+    admin_email: String,
+    admin_password: String,
+}
+
+impl Drop for ProcessShop {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        drop_databases(
+            Service::WITH_DATABASE
+                .iter()
+                .map(|service| self.shop.database_name(service.name()))
+                .collect(),
+        );
+        delete_stream(&self.shop);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl ProcessShop {
+    async fn start(souk: &std::path::Path) -> Self {
+        let shop = unique_shop();
+        let dir = std::env::temp_dir().join(format!("souk-bench-{shop}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let keygen = std::process::Command::new(souk)
+            .args(["keygen", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("souk keygen");
+        assert!(keygen.success(), "souk keygen failed");
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("free port")
+                .port()
+        };
+        let http = format!("127.0.0.1:{}", free_port());
+        let admin_email = format!("admin-{shop}@example.com");
+        let admin_password = "admin-password".to_owned();
+        let mut env: Vec<(&str, String)> = vec![
+            (settings::SHOP_NAME, shop.to_string()),
+            (settings::LOG, "warn".into()),
+            ("SOUK_DATABASE_URL", server_url()),
+            (settings::NATS_URL, nats_url()),
+            (
+                settings::JWT_PRIVATE_KEY_FILE,
+                dir.join(file::JWT_PRIVATE_KEY).to_string_lossy().into(),
+            ),
+            (
+                settings::JWT_PUBLIC_KEY_FILE,
+                dir.join(file::JWT_PUBLIC_KEY).to_string_lossy().into(),
+            ),
+            (settings::ADMIN_EMAIL, admin_email.clone()),
+            (settings::ADMIN_PASSWORD, admin_password.clone()),
+            (settings::HTTP_ADDR, http.clone()),
+        ];
+        let grpc: Vec<(Service, u16)> = Service::WITH_DATABASE
+            .iter()
+            .map(|service| (*service, free_port()))
+            .collect();
+        for (service, port) in &grpc {
+            let setting = settings::service_url(service.name()).expect("a gRPC service");
+            env.push((setting, format!("http://127.0.0.1:{port}")));
+        }
+        let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+        for service in Service::ALL {
+            let mut args = vec![
+                command::SERVE.to_owned(),
+                service.name().to_owned(),
+                "--metrics-addr".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ];
+            if let Some((_, port)) = grpc.iter().find(|(s, _)| *s == service) {
+                args.extend(["--grpc-addr".into(), format!("127.0.0.1:{port}")]);
+            }
+            commands.push((service.name().to_owned(), args));
+        }
+        for service in Service::ALL.into_iter().filter(|s| s.has_relayer()) {
+            commands.push((
+                format!("{} relayer", service.name()),
+                vec![
+                    command::RELAY.to_owned(),
+                    service.name().to_owned(),
+                    "--metrics-addr".into(),
+                    format!("127.0.0.1:{}", free_port()),
+                ],
+            ));
+        }
+        let processes = commands
+            .into_iter()
+            .map(|(name, args)| {
+                let log =
+                    std::fs::File::create(dir.join(format!("{}.log", name.replace(' ', "-"))))
+                        .expect("log file");
+                let child = std::process::Command::new(souk)
+                    .args(&args)
+                    .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().expect("log file"))
+                    .stderr(log)
+                    .spawn()
+                    .expect("souk starts");
+                (name, child)
+            })
+            .collect();
+        let shop = Self {
+            processes,
+            shop,
+            dir,
+            gateway: format!("http://{http}"),
+            admin_email,
+            admin_password,
+        };
+        // Ready when the gateway says so (it asks every service it calls).
+        let client = reqwest::Client::new();
+        let ready = format!("{}/readyz", shop.gateway);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if client
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shop of processes was not ready in 120 s (logs in {})",
+                shop.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shop
+    }
+
+    fn pids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .map(|(name, child)| (name.clone(), child.id()))
+            .collect()
+    }
+}
+
+/// Each process's resident memory idle (all ready, no traffic) and at its highest under load:
+/// 16 catalog readers and 8 customers checking out at once for the run's duration, sampled every
+/// 20 ms. Set beside the operator's container request (idle) and limit (loaded).
+async fn memory() {
+    let souk = match souk_binary() {
+        Ok(souk) => souk,
+        Err(err) => {
+            println!("memory per process: skipped ({err})");
+            return;
+        }
+    };
+    let processes = ProcessShop::start(&souk).await;
+    let shop = TestShop::at(
+        &processes.gateway,
+        processes.admin_email.clone(),
+        processes.admin_password.clone(),
+    );
+    let pids = processes.pids();
+    // Idle: every process ready and a second without traffic.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle: Vec<u64> = pids
+        .iter()
+        .map(|(_, pid)| process_kb(*pid, "VmRSS:"))
+        .collect();
+    let admin = shop.admin().await;
+    let product = shop.create_product(&admin, 100, 1_000_000_000).await;
+    let mut customers = Vec::new();
+    for _ in 0..8 {
+        customers.push(shop.customer().await);
+    }
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, pids, mut peaks) = (sampling.clone(), pids.clone(), idle.clone());
+        tokio::spawn(async move {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                for (peak, (_, pid)) in peaks.iter_mut().zip(&pids) {
+                    *peak = (*peak).max(process_kb(*pid, "VmRSS:"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peaks
+        })
+    };
+    let until = Instant::now() + seconds();
+    let shop_ref = &shop;
+    let product_ref = product.as_str();
+    let checkouts = customers.iter().map(|customer| async move {
+        let mut done = 0u64;
+        while Instant::now() < until {
+            checkout(shop_ref, customer, product_ref, Polling::Backoff, None).await;
+            done += 1;
+        }
+        done
+    });
+    let by_id = shop.url(&format!("/api/products/{product}"));
+    let ((reads, _), confirmed) =
+        tokio::join!(http_load(&by_id, 16), futures::future::join_all(checkouts));
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peaks = sampler.await.expect("sampler");
+    let confirmed: u64 = confirmed.into_iter().sum();
+    println!(
+        "memory per process (VmRSS of `souk serve <service>` and `souk relay <outbox>`; load: \
+         16 catalog readers at {reads:.0}/s and 8 customers, {confirmed} orders confirmed in {} s)",
+        seconds().as_secs()
+    );
+    for (((name, pid), idle), peak) in pids.iter().zip(&idle).zip(&peaks) {
+        let (request, limit) = if name.ends_with("relayer") {
+            (
+                defaults::RELAYER_MEMORY_REQUEST_MIB,
+                defaults::RELAYER_MEMORY_LIMIT_MIB,
+            )
+        } else {
+            (
+                defaults::SERVICE_MEMORY_REQUEST_MIB,
+                defaults::SERVICE_MEMORY_LIMIT_MIB,
+            )
+        };
+        let within = |ours: f64, limit: u32| {
+            let ratio = ours / f64::from(limit);
+            let verdict = if ratio <= 1.0 {
+                "reached"
+            } else {
+                "NOT reached"
+            };
+            format!("{ours:>6.1} MiB vs {limit:>3} MiB = {ratio:>4.2}x ({verdict})")
+        };
+        println!(
+            "  {name:<16} idle {} request   loaded {} limit   (VmHWM {:.1} MiB)",
+            within(mib(*idle), request),
+            within(mib(*peak), limit),
+            mib(process_kb(*pid, "VmHWM:")),
+        );
+    }
+    let total = |kb: &[u64]| mib(kb.iter().sum());
+    println!(
+        "  {:<16} idle {:>6.1} MiB, loaded {:>6.1} MiB (goal for each: <= 1x its request idle, <= 1x its limit loaded)",
+        "all processes",
+        total(&idle),
+        total(&peaks),
+    );
+}
+
+/// Whether to run a section: all of them, or those named in `SOUK_BENCH_ONLY` (comma-separated:
+/// relay, or one of its parts relay-latency, relay-throughput, relay-commits; catalog,
+/// staleness, checkout, memory).
+fn section(name: &str) -> bool {
+    std::env::var("SOUK_BENCH_ONLY").map_or(true, |only| {
+        only.split(',').map(str::trim).any(|s| {
+            s == name || name.starts_with(&format!("{s}-")) || s.starts_with(&format!("{name}-"))
+        })
+    })
+}
+
 #[tokio::main]
 async fn main() {
     println!(
@@ -934,8 +1284,19 @@ async fn main() {
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         machine()
     );
-    relay().await;
+    if section("relay") {
+        relay().await;
+    }
+    if section("catalog") || section("staleness") || section("checkout") {
+        shop_figures().await;
+    }
+    if section("memory") {
+        memory().await;
+    }
+}
 
+/// The figures of a whole shop in this process (`souk up`).
+async fn shop_figures() {
     let mut shop = TestShop::start().await;
     let admin = shop.admin().await;
     let mut product = String::new();
@@ -948,9 +1309,15 @@ async fn main() {
             .to_owned();
     }
     let idle_kb = status_kb("VmRSS:");
-    catalog(&shop, &product).await;
-    staleness(&mut shop, &admin.token, &product).await;
-    checkouts(&mut shop, &product).await;
+    if section("catalog") {
+        catalog(&shop, &product).await;
+    }
+    if section("staleness") {
+        staleness(&mut shop, &admin.token, &product).await;
+    }
+    if section("checkout") {
+        checkouts(&mut shop, &product).await;
+    }
     println!("memory (the whole shop in this process, with the bench's clients)");
     println!(
         "  {:<44} {} MiB idle, {} MiB after the load (peak {} MiB)",

@@ -140,18 +140,28 @@ impl TestShop {
         if cfg!(feature = "remote") {
             let base = std::env::var("SOUK_E2E_URL")
                 .expect("SOUK_E2E_URL: the shop the `remote` feature tests");
-            return Self {
-                base: base.trim_end_matches('/').to_owned(),
-                metrics_base: None,
-                http: http_client(),
-                admin_email: std::env::var("SOUK_E2E_ADMIN_EMAIL")
+            return Self::at(
+                &base,
+                std::env::var("SOUK_E2E_ADMIN_EMAIL")
                     .expect("SOUK_E2E_ADMIN_EMAIL: the remote shop's admin"),
-                admin_password: std::env::var("SOUK_E2E_ADMIN_PASSWORD")
+                std::env::var("SOUK_E2E_ADMIN_PASSWORD")
                     .expect("SOUK_E2E_ADMIN_PASSWORD: the remote shop's admin"),
-                local: None,
-            };
+            );
         }
         Self::start_with(Options::default()).await
+    }
+
+    /// The shop whose gateway is at `base`, run by someone else (another process), with its
+    /// admin account.
+    pub fn at(base: &str, admin_email: String, admin_password: String) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            metrics_base: None,
+            http: http_client(),
+            admin_email,
+            admin_password,
+            local: None,
+        }
     }
 
     /// A fresh shop in this process, made as `options` ask: a test that calls this needs the

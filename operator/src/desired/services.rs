@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use souk_contract::{command, env as settings, file};
+use souk_contract::{command, defaults, env as settings, file};
 
 use super::{
     labels, metadata, names, restricted_container_security, restricted_pod_security, selector,
@@ -196,7 +196,13 @@ fn service_container(
         args: Some(vec![command::SERVE.to_owned(), service.name().to_owned()]),
         ports: Some(vec![main_port, container_port("metrics", METRICS_PORT)]),
         env: Some(merge_env(service_env(shop, service), extra_env)),
-        resources: Some(resources.unwrap_or_else(|| default_resources("50m", "64Mi", "256Mi"))),
+        resources: Some(resources.unwrap_or_else(|| {
+            default_resources(
+                "50m",
+                &mebibytes(defaults::SERVICE_MEMORY_REQUEST_MIB),
+                &mebibytes(defaults::SERVICE_MEMORY_LIMIT_MIB),
+            )
+        })),
         startup_probe: Some(probes.startup),
         liveness_probe: Some(probes.liveness),
         readiness_probe: Some(probes.readiness),
@@ -224,7 +230,11 @@ fn relayer_container(shop: &Shop, service: Component) -> Container {
         args: Some(vec![command::RELAY.to_owned(), service.name().to_owned()]),
         ports: Some(vec![container_port("relay-metrics", RELAYER_METRICS_PORT)]),
         env: Some(vars),
-        resources: Some(default_resources("10m", "32Mi", "128Mi")),
+        resources: Some(default_resources(
+            "10m",
+            &mebibytes(defaults::RELAYER_MEMORY_REQUEST_MIB),
+            &mebibytes(defaults::RELAYER_MEMORY_LIMIT_MIB),
+        )),
         // The relayer serves only /metrics; a process that stops answering it is restarted.
         liveness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
@@ -396,6 +406,11 @@ pub(crate) fn container_port(name: &str, port: i32) -> ContainerPort {
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
     }
+}
+
+/// A quantity of memory in MiB, as Kubernetes writes it.
+fn mebibytes(mib: u32) -> String {
+    format!("{mib}Mi")
 }
 
 pub(crate) fn default_resources(

@@ -3,10 +3,13 @@
 //! Rows are claimed in commit-sequence order by the one active relayer of the outbox (a
 //! PostgreSQL advisory lock, held by a dedicated connection: when the relayer dies, its
 //! connection closes and a standby takes over). A batch is published pipelined, every message
-//! with `Nats-Msg-Id` = event id, then the acknowledged rows are deleted (on another connection,
-//! while the next batch, which skips them, is read and published). A relayer that dies
-//! between publishing and deleting publishes the same rows again; the stream's duplicate window
-//! drops them, and the consumers' inboxes would absorb any that got through.
+//! with `Nats-Msg-Id` = event id (all sent, then all acknowledgements awaited), while the next
+//! batch is read; the acknowledged rows are then deleted on a connection of their own, without
+//! waiting for the disk (`synchronous_commit` off), while the next batch, which skips them, is
+//! published. A batch goes out only once the one before it is wholly acknowledged. A relayer that
+//! dies between publishing and deleting (or whose delete a database crash undoes) publishes the
+//! same rows again; the stream's duplicate window drops them, and the consumers' inboxes would
+//! absorb any that got through.
 //!
 //! An idle relayer polls, and is woken earlier by the hints of `souk_shared::outbox`: in its own
 //! process when it runs beside its service ([`Wake::InProcess`]), or by `LISTEN` when it is a
@@ -24,8 +27,9 @@ use prometheus_client::{
 };
 use souk_shared::outbox;
 use souk_shared::{Shutdown, bus::Bus, bus::backoff};
+use sqlx::Connection as _;
 use sqlx::{PgConnection, PgPool, pool::PoolConnection, postgres::PgListener};
-use tokio::{sync::watch, time::Instant};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
 /// The advisory lock key of "the relayer of this database's outbox".
 const LOCK_KEY: i64 = 0x736f_756b_6f75_7462; // "soukoutb"
@@ -150,18 +154,67 @@ pub struct Relayer {
     name: String,
 }
 
-/// The delete of the rows last published, running while the next batch goes out.
-struct Deleting {
-    seqs: Vec<i64>,
-    task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+/// Deletes what the stream acknowledged, on a connection of its own (outside the pool) with
+/// `synchronous_commit` off: a delete lost to a database crash only brings its rows back, to be
+/// published again and dropped by the stream as duplicates, so it need not wait for the disk
+/// (that wait was most of a batch's time). At most one delete is in flight, while the next batch
+/// (which skips its rows) is read and published.
+struct Deletes {
+    /// The connection, while no delete holds it.
+    conn: Option<PgConnection>,
+    /// The rows being deleted, and the delete (which hands the connection back).
+    in_flight: Option<(Vec<i64>, Delete)>,
 }
 
-/// Waits for the delete in flight, if any.
-async fn finish(deleting: &mut Option<Deleting>) -> anyhow::Result<()> {
-    if let Some(deleting) = deleting.take() {
-        deleting.task.await??;
+/// A delete running on the connection it hands back.
+type Delete = JoinHandle<(PgConnection, Result<(), sqlx::Error>)>;
+
+impl Deletes {
+    async fn open(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let options = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        Ok(Self {
+            conn: Some(PgConnection::connect_with(&options).await?),
+            in_flight: None,
+        })
     }
-    Ok(())
+
+    /// The rows being deleted, which a read must skip.
+    fn in_flight(&self) -> &[i64] {
+        self.in_flight.as_ref().map_or(&[], |(seqs, _)| seqs)
+    }
+
+    /// Waits for the delete in flight, if any.
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some((_, task)) = self.in_flight.take() {
+            let (conn, result) = task.await?;
+            self.conn = Some(conn);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Starts deleting `seqs`, once the delete in flight is done.
+    async fn start(&mut self, seqs: Vec<i64>) -> anyhow::Result<()> {
+        self.finish().await?;
+        let mut conn = self
+            .conn
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the delete connection was lost"))?;
+        let rows = seqs.clone();
+        let task = tokio::spawn(async move {
+            let result = sqlx::query!("delete from outbox_events where seq = any($1)", &rows)
+                .execute(&mut conn)
+                .await
+                .map(|_| ());
+            (conn, result)
+        });
+        self.in_flight = Some((seqs, task));
+        Ok(())
+    }
 }
 
 /// Looking again soon after a hint, while its transaction may not have committed yet.
@@ -272,26 +325,27 @@ impl Relayer {
         let mut hints = Hints::open(self.settings.wake, &self.pool).await?;
         let mut last_stats = Instant::now() - Duration::from_secs(1);
         let mut chase = Chase::default();
-        let mut deleting = None;
+        let mut deletes = Deletes::open(&self.pool).await?;
+        let mut next = None;
         loop {
             if last_stats.elapsed() >= Duration::from_millis(500) {
                 self.record_backlog(conn).await?;
                 last_stats = Instant::now();
             }
-            let relayed = self.relay_batch(conn, &mut deleting).await?;
+            let relayed = self.relay_batch(conn, &mut deletes, &mut next).await?;
             if relayed >= self.settings.batch_size {
                 if shutdown.is_triggered() {
-                    return finish(&mut deleting).await;
+                    return deletes.finish().await;
                 }
                 continue;
             }
-            finish(&mut deleting).await?;
+            // The last delete may still run while the relayer waits: the next read skips its rows.
             if relayed > 0 {
                 chase = Chase::default();
             }
             let wait = chase.next_wait(self.settings.poll_interval);
             tokio::select! {
-                () = shutdown.wait() => return Ok(()),
+                () = shutdown.wait() => return deletes.finish().await,
                 () = tokio::time::sleep(wait) => {}
                 hint = hints.next() => {
                     hint?;
@@ -301,48 +355,58 @@ impl Relayer {
         }
     }
 
-    /// Publishes one batch, and starts deleting what the stream acknowledged on another
-    /// connection while the next batch is read and published (`deleting`: at most one delete in
-    /// flight, whose rows the next read skips). Returns the batch size.
-    async fn relay_batch(
-        &self,
-        conn: &mut PgConnection,
-        deleting: &mut Option<Deleting>,
-    ) -> anyhow::Result<i64> {
-        let in_flight = deleting.as_ref().map_or(&[][..], |d| d.seqs.as_slice());
-        let rows = sqlx::query_as!(
+    /// The next rows to publish, in sequence order, skipping `skip` (published, being deleted).
+    async fn read(&self, conn: &mut PgConnection, skip: &[i64]) -> Result<Vec<Row>, sqlx::Error> {
+        sqlx::query_as!(
             Row,
             "select seq, id, subject, payload from outbox_events
              where seq <> all($2) order by seq limit $1",
             self.settings.batch_size,
-            in_flight,
+            skip,
         )
-        .fetch_all(&mut *conn)
-        .await?;
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Publishes one batch (`next` when it was read ahead) and starts deleting what the stream
+    /// acknowledged. A full batch may have more behind it: the next one is read while this one is
+    /// published (into `next`), skipping this one's rows and those being deleted. Returns the batch
+    /// size.
+    async fn relay_batch(
+        &self,
+        conn: &mut PgConnection,
+        deletes: &mut Deletes,
+        next: &mut Option<Vec<Row>>,
+    ) -> anyhow::Result<i64> {
+        let rows = match next.take() {
+            Some(rows) => rows,
+            None => self.read(conn, deletes.in_flight()).await?,
+        };
         if rows.is_empty() {
-            finish(deleting).await?;
             return Ok(0);
         }
         let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-        let acked = self.publish(&rows).await;
+        let acked = if count >= self.settings.batch_size {
+            let skip: Vec<i64> = rows
+                .iter()
+                .map(|row| row.seq)
+                .chain(deletes.in_flight().iter().copied())
+                .collect();
+            let (acked, ahead) = tokio::join!(self.publish(&rows), self.read(conn, &skip));
+            *next = Some(ahead?);
+            acked
+        } else {
+            self.publish(&rows).await
+        };
         let failed = rows.len() - acked.len();
-        finish(deleting).await?;
         if !acked.is_empty() {
             self.metrics.published.inc_by(acked.len() as u64);
-            let pool = self.pool.clone();
-            let seqs = acked.clone();
-            *deleting = Some(Deleting {
-                seqs: acked,
-                task: tokio::spawn(async move {
-                    sqlx::query!("delete from outbox_events where seq = any($1)", &seqs)
-                        .execute(&pool)
-                        .await
-                        .map(|_| ())
-                }),
-            });
+            deletes.start(acked).await?;
         }
         if failed > 0 {
-            finish(deleting).await?;
+            // What was read ahead is dropped with the error: the relayer starts over, and these
+            // rows go out again before it.
+            deletes.finish().await?;
             anyhow::bail!(
                 "{failed} of {} events not acknowledged by the stream",
                 rows.len()

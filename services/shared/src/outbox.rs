@@ -16,7 +16,7 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -76,6 +76,9 @@ pub const FORWARD_GAP: Duration = Duration::from_millis(1);
 pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
     let mut hints = subscribe();
     let mut attempt = 0;
+    // A connection of its own, outside the pool: through the pool a hint waited for a
+    // connection and its check before it could be sent.
+    let mut conn: Option<PgConnection> = None;
     let mut next_allowed = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -85,12 +88,23 @@ pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
         tokio::time::sleep_until(next_allowed).await;
         next_allowed = tokio::time::Instant::now() + FORWARD_GAP;
         hints.mark_unchanged();
-        match sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
-            .execute(&pool)
-            .await
-        {
-            Ok(_) => attempt = 0,
+        let sent = async {
+            if conn.is_none() {
+                conn = Some(PgConnection::connect_with(&pool.connect_options()).await?);
+            }
+            let Some(conn) = conn.as_mut() else {
+                return Ok(());
+            };
+            sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
+                .execute(conn)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        match sent {
+            Ok(()) => attempt = 0,
             Err(err) => {
+                conn = None;
                 // The relayer's poll still delivers; wait before trying again.
                 tracing::debug!(error = %err, "outbox hint not sent");
                 attempt += 1;
