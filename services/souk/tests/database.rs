@@ -329,7 +329,7 @@ async fn a_service_whose_database_comes_late_answers_health_at_once_and_its_call
     );
 
     // The database is there: every service becomes ready and answers its calls.
-    pg.promote();
+    pg.promote().await;
     for service in &mut services {
         eventually(
             &format!("{} to be ready", service.name),
@@ -399,7 +399,7 @@ async fn after_a_database_restart_no_call_fails_on_a_stale_pooled_connection() {
     );
 
     // Back: every connection pooled before the crash is dead.
-    pg.promote();
+    pg.promote().await;
     pg.wait_until_accepting(Duration::from_secs(60)).await;
 
     let mut failures = Vec::new();

@@ -195,7 +195,7 @@ impl PgServer {
 
     /// Ends the standby's recovery: it admits connections from then on (`pg_ctl promote`, which
     /// waits for it).
-    pub fn promote(&self) {
+    pub async fn promote(&self) {
         let (program, mut args) = self.program("pg_ctl");
         args.extend(
             [
@@ -206,12 +206,23 @@ impl PgServer {
             ]
             .map(String::from),
         );
-        let promoted = Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .status()
-            .expect("pg_ctl promote");
-        assert!(promoted.success(), "pg_ctl promote failed");
+        // A standby just started may not be in standby mode yet, and `pg_ctl promote` refuses
+        // such a server: ask again until it takes.
+        super::eventually(
+            "pg_ctl promote to succeed",
+            Duration::from_secs(60),
+            || async {
+                Command::new(&program)
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("pg_ctl promote")
+                    .success()
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     /// Stops the server the way `pg_ctl stop -m immediate` does (SIGQUIT: no checkpoint, every
