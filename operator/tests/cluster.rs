@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
+use souk_contract::Service;
 
 /// How long a shop may take to become Ready on the simulated node.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -1316,14 +1317,14 @@ fn callers_are_given_headless_grpc_services_that_list_every_replica() {
     ok(ns.apply(&shop.to_string()));
     ns.wait_ready("spread");
 
-    let callers = [
-        ("gateway", &["user", "product", "cart", "order"][..]),
-        ("order", &["product", "cart", "payment"][..]),
-    ];
-    for (caller, peers) in callers {
+    // Every caller and the peers it calls, as the contract says (gateway, cart, order).
+    let callers = Service::ALL
+        .into_iter()
+        .filter(|caller| !caller.calls().is_empty());
+    for caller in callers {
         let env = env_of(&ns, &format!("spread-{caller}"));
-        for &peer in peers {
-            let setting = souk_contract::env::service_url(peer).expect("a gRPC service");
+        for &peer in caller.calls() {
+            let setting = souk_contract::env::service_url(peer.name()).expect("a gRPC service");
             let url = env
                 .iter()
                 .find(|(name, _)| name == setting)
