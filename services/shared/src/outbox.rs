@@ -88,23 +88,24 @@ pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
         tokio::time::sleep_until(next_allowed).await;
         next_allowed = tokio::time::Instant::now() + FORWARD_GAP;
         hints.mark_unchanged();
+        // The connection is taken for the attempt and kept only if it worked.
         let sent = async {
-            if conn.is_none() {
-                conn = Some(PgConnection::connect_with(&pool.connect_options()).await?);
-            }
-            let Some(conn) = conn.as_mut() else {
-                return Ok(());
+            let mut open = match conn.take() {
+                Some(open) => open,
+                None => PgConnection::connect_with(&pool.connect_options()).await?,
             };
             sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
-                .execute(conn)
-                .await
-                .map(|_| ())
+                .execute(&mut open)
+                .await?;
+            Ok::<_, sqlx::Error>(open)
         }
         .await;
         match sent {
-            Ok(()) => attempt = 0,
+            Ok(open) => {
+                conn = Some(open);
+                attempt = 0;
+            }
             Err(err) => {
-                conn = None;
                 // The relayer's poll still delivers; wait before trying again.
                 tracing::debug!(error = %err, "outbox hint not sent");
                 attempt += 1;
