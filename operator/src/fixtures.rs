@@ -118,6 +118,21 @@ impl ApiServer {
         (Client::new(service, "default"), Self(handle))
     }
 
+    /// A client whose requests pass `layer` first, and the mock server it talks to.
+    pub fn behind<L>(layer: &L) -> (Client, Self)
+    where
+        L: tower::Layer<tower_test::mock::Mock<Request<Body>, Response<Body>>>,
+        L::Service: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
+        <L::Service as tower::Service<Request<Body>>>::Error: Into<tower::BoxError>,
+    {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::client::ClientBuilder::new(service, "default")
+            .with_layer(layer)
+            .build();
+        (client, Self(handle))
+    }
+
     /// Waits for the next request, checks its method and path, and returns it with a way to
     /// answer.
     pub async fn expect(

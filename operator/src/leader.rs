@@ -10,11 +10,20 @@
 //!   can have seen the Lease unchanged for [`LEASE_DURATION`], so two leaders never overlap.
 //! - Writes carry the Lease's `resourceVersion`, so two candidates cannot both win a race: the
 //!   loser gets a conflict.
+//! - The controller's client is fenced ([`Fence`]): it refuses to send a write once the renew
+//!   deadline has passed, measured from when the last successful renewal was *sent*. Stopping
+//!   the controller when the deadline passes is not enough: a leader paused (a frozen VM,
+//!   SIGSTOP) with a write already decided or queued would send it when it resumes, before it
+//!   has looked at the deadline. The API server has no fencing tokens, so what is left is the
+//!   moment between the fence's check and the connection task writing the request.
 //!
 //! The decision is a pure function ([`decide`]) of the Lease, who we are and how long we have
 //! seen it unchanged.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -76,6 +85,91 @@ pub fn decide(lease: Option<&Lease>, identity: &str, unchanged_for: Duration) ->
     }
 }
 
+/// Until when this replica may write as the leader. The election opens it on every successful
+/// acquisition or renewal, until [`RENEW_DEADLINE`] after that request was sent, and closes it
+/// when it loses the Lease. As a [`tower::Layer`] on the controller's client it refuses every
+/// request that may write (any method but GET, HEAD and OPTIONS) while closed, without sending it.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Arc<Mutex<Option<Instant>>>);
+
+/// A write refused by the [`Fence`]: this replica is not (or no longer) the leader.
+#[derive(Debug, thiserror::Error)]
+#[error("not sent: this replica has not renewed the leader Lease within the renew deadline")]
+pub struct NotLeader;
+
+impl Fence {
+    fn until(&self) -> Option<Instant> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+
+    /// Whether a write may be sent now.
+    pub fn is_open(&self) -> bool {
+        self.until().is_some_and(|until| Instant::now() < until)
+    }
+}
+
+impl<S> tower::Layer<S> for Fence {
+    type Service = Fenced<S>;
+
+    fn layer(&self, inner: S) -> Fenced<S> {
+        Fenced {
+            inner,
+            fence: self.clone(),
+        }
+    }
+}
+
+/// A client service behind a [`Fence`].
+#[derive(Debug, Clone)]
+pub struct Fenced<S> {
+    inner: S,
+    fence: Fence,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Fenced<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Response: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, tower::BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let writes = !request.method().is_safe();
+        let fence = self.fence.clone();
+        let refused = move || writes && !fence.is_open();
+        if refused() {
+            return Box::pin(std::future::ready(Err(NotLeader.into())));
+        }
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            // Looked at again when first polled: the caller may poll much later (after a
+            // pause), and kube's client sends nothing before that.
+            if refused() {
+                return Err(NotLeader.into());
+            }
+            response.await.map_err(Into::into)
+        })
+    }
+}
+
 /// The Lease record as last seen, and since when (on this process's monotonic clock).
 #[derive(Debug, Clone)]
 struct Seen {
@@ -90,6 +184,7 @@ pub struct LeaderElection {
     name: String,
     identity: String,
     seen: Mutex<Option<Seen>>,
+    fence: Fence,
 }
 
 impl LeaderElection {
@@ -100,7 +195,13 @@ impl LeaderElection {
             name,
             identity,
             seen: Mutex::new(None),
+            fence: Fence::default(),
         }
+    }
+
+    /// The fence for the controller's client: open while this candidate leads.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// How long the Lease read now has stood unchanged, as far as this candidate has seen.
@@ -126,6 +227,7 @@ impl LeaderElection {
     pub async fn acquire(&self) {
         let mut last_holder = None;
         loop {
+            let sent = Instant::now();
             match self.try_acquire().await {
                 Ok(Decision::Wait { holder }) => {
                     if last_holder.as_ref() != Some(&holder) {
@@ -134,6 +236,7 @@ impl LeaderElection {
                     }
                 }
                 Ok(_) => {
+                    self.fence.set(Some(sent + RENEW_DEADLINE));
                     info!(lease = %self.name, identity = %self.identity, "became the leader");
                     return;
                 }
@@ -145,33 +248,32 @@ impl LeaderElection {
         }
     }
 
-    /// Renews the Lease every [`RETRY_PERIOD`] and returns when it has not been renewed for
-    /// [`RENEW_DEADLINE`] or another holds it; the caller must then stop reconciling at once.
+    /// Renews the Lease every [`RETRY_PERIOD`] once [`acquire`](Self::acquire) has returned,
+    /// and returns when it has not been renewed for [`RENEW_DEADLINE`] or another holds it,
+    /// closing the [`Fence`]; the caller must then stop reconciling at once.
     pub async fn keep(&self) {
-        let mut last_success = Instant::now();
-        loop {
-            let wake = (Instant::now() + RETRY_PERIOD).min(last_success + RENEW_DEADLINE);
-            tokio::time::sleep_until(wake).await;
-            if last_success.elapsed() >= RENEW_DEADLINE {
+        while let Some(until) = self.fence.until() {
+            tokio::time::sleep_until((Instant::now() + RETRY_PERIOD).min(until)).await;
+            let sent = Instant::now();
+            if sent >= until {
                 warn!(lease = %self.name, "could not renew the Lease within the renew deadline");
-                return;
+                break;
             }
             // A renewal that itself hangs past the deadline counts as failed.
-            let left = RENEW_DEADLINE.saturating_sub(last_success.elapsed());
-            let attempt = tokio::time::timeout(left, self.try_acquire()).await;
-            let Ok(attempt) = attempt else {
+            let Ok(attempt) = tokio::time::timeout(until - sent, self.try_acquire()).await else {
                 warn!(lease = %self.name, "renewing the Lease took past the renew deadline");
-                return;
+                break;
             };
             match attempt {
                 Ok(Decision::Wait { holder }) => {
                     warn!(lease = %self.name, %holder, "lost the Lease");
-                    return;
+                    break;
                 }
-                Ok(_) => last_success = Instant::now(),
+                Ok(_) => self.fence.set(Some(sent + RENEW_DEADLINE)),
                 Err(error) => warn!(%error, lease = %self.name, "could not renew the Lease"),
             }
         }
+        self.fence.set(None);
     }
 
     /// Gives the Lease up (on shutdown), so a standby takes over at once instead of waiting for
@@ -414,6 +516,101 @@ mod tests {
                 server
             };
             within(futures::future::join(election(client).release(), scenario)).await;
+        }
+
+        fn refused_by_the_fence<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
+            let Err(error) = result else {
+                panic!("sent: {result:?}");
+            };
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+            while let Some(error) = source {
+                if error.is::<NotLeader>() {
+                    return true;
+                }
+                source = error.source();
+            }
+            panic!("refused, but not by the fence: {error:?}")
+        }
+
+        #[tokio::test(flavor = "current_thread", start_paused = true)]
+        async fn the_fence_sends_writes_only_within_the_renew_deadline_and_reads_always() {
+            use k8s_openapi::api::core::v1::ConfigMap;
+            let fence = Fence::default();
+            let (client, mut server) = ApiServer::behind(&fence);
+            let config_maps = Api::<ConfigMap>::namespaced(client, "default");
+            let config_map: ConfigMap =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}}))
+                    .expect("config map");
+            let post = PostParams::default();
+            let create = || config_maps.create(&post, &config_map);
+
+            // Never led: the write is not sent (the next request the server sees is the read).
+            assert!(refused_by_the_fence(within(create()).await));
+            let scenario = async {
+                let (_, send) = server
+                    .expect(Method::GET, "/api/v1/namespaces/default/configmaps/x")
+                    .await;
+                respond(
+                    send,
+                    StatusCode::OK,
+                    serde_json::json!({"metadata": {"name": "x"}}),
+                );
+            };
+            let (read, ()) = within(futures::future::join(config_maps.get("x"), scenario)).await;
+            read.expect("a read passes a closed fence");
+
+            // Renewed now: writes go out until the renew deadline, and not at it.
+            fence.set(Some(Instant::now() + RENEW_DEADLINE));
+            tokio::time::advance(RENEW_DEADLINE - Duration::from_millis(1)).await;
+            let scenario = async {
+                let (seen, send) = server
+                    .expect(Method::POST, "/api/v1/namespaces/default/configmaps")
+                    .await;
+                respond(send, StatusCode::CREATED, seen.body);
+            };
+            let (created, ()) = within(futures::future::join(create(), scenario)).await;
+            created.expect("a write within the deadline is sent");
+            tokio::time::advance(Duration::from_millis(1)).await;
+            assert!(refused_by_the_fence(within(create()).await));
+        }
+
+        #[tokio::test(flavor = "current_thread", start_paused = true)]
+        async fn a_leader_that_cannot_renew_closes_its_fence_by_the_renew_deadline() {
+            let (client, mut server) = ApiServer::new();
+            let election = election(client);
+            let fence = election.fence();
+            assert!(!fence.is_open(), "open before leading");
+            let sent = Instant::now();
+            let scenario = async {
+                let (_, send) = server.expect(Method::GET, PATH).await;
+                respond(send, StatusCode::OK, stored("pod-a", Timestamp::now(), 0));
+                let (seen, send) = server.expect(Method::PUT, PATH).await;
+                respond(send, StatusCode::OK, seen.body);
+            };
+            within(futures::future::join(election.acquire(), scenario)).await;
+            assert!(fence.is_open(), "closed once leading");
+
+            // Every renewal fails from now on.
+            let failing = async {
+                loop {
+                    let (_, send) = server.expect(Method::GET, PATH).await;
+                    respond(
+                        send,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500}),
+                    );
+                }
+            };
+            tokio::select! {
+                () = election.keep() => {}
+                () = failing => {}
+            }
+            assert!(!fence.is_open(), "open after keep gave up");
+            assert!(
+                sent.elapsed() <= RENEW_DEADLINE,
+                "gave up {:?} after the renewal that made it leader",
+                sent.elapsed()
+            );
         }
 
         #[tokio::test(flavor = "current_thread")]

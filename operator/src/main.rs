@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::client::ClientBuilder;
 use kube::{Api, Client};
 use souk_operator::http::Health;
 use souk_operator::leader::LeaderElection;
@@ -128,9 +129,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let client = Client::try_default().await.map_err(|e| {
+    let config = kube::Config::infer().await.map_err(|e| {
         anyhow::anyhow!("cannot configure a Kubernetes client (in-cluster or KUBECONFIG): {e}")
     })?;
+    let client = Client::try_from(config.clone())?;
     let version = client
         .apiserver_version()
         .await
@@ -154,17 +156,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.lease_name,
             identity,
         );
+        // The controller writes through the election's fence: after a pause (a frozen VM,
+        // SIGSTOP) past the renew deadline, a write it had already decided on is refused
+        // rather than sent, whichever task gets to run first.
+        let fenced = ClientBuilder::try_from(config)?
+            .with_layer(&election.fence())
+            .build();
         tokio::select! {
             () = election.acquire() => {}
             () = stopped() => return finish(server).await,
         }
-        // `biased`: the renew deadline is looked at first. A leader that wakes from a pause
-        // (a frozen VM, SIGSTOP) past its deadline finds its watches full of news too; polled
-        // first, the controller could send a write before `keep` had a say.
         let result = tokio::select! {
             biased;
             () = election.keep() => Err(anyhow::anyhow!("lost the leader Lease; exiting so a new leader takes over")),
-            result = souk_operator::controller::run(client, args.watch_namespace.as_deref(), metrics, args.pod_name, stopped()) => result,
+            result = souk_operator::controller::run(fenced, args.watch_namespace.as_deref(), metrics, args.pod_name, stopped()) => result,
         };
         election.release().await;
         result
