@@ -32,7 +32,7 @@ commit;
 -- POST /api/orders: the order service prices the cart (cart service, which asks the product
 -- service), then writes the order and order.created in one transaction.
 select product_id, quantity from cart_db.cart_items where user_id = ':user_id' order by created_at, product_id;
-select id, name, description, price_cents, currency, stock, category_id, created_at, updated_at from product_db.products where id = any(array[':product']::uuid[]);
+select id, name, description, price_cents, currency, stock, category_id, created_at, updated_at, version from product_db.products where id = any(array[':product']::uuid[]);
 begin;
 -- order: insert into orders (id, user_id, status, total_cents, idempotency_key, saga_step, deadline) values ($1, $2, 'PENDING', $3, $4, 'reserving_stock', $5) on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing returning created_at, updated_at
 insert into order_db.orders (id, user_id, status, total_cents, idempotency_key, saga_step, deadline) values (':order_id', ':user_id', 'PENDING', 100, null, 'reserving_stock', now() + interval '30 seconds') on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing returning created_at, updated_at;
@@ -47,7 +47,7 @@ begin;
 insert into product_db.processed_events (event_id, event_type) values (gen_random_uuid(), 'order.created') on conflict do nothing;
 select status from product_db.reservations where order_id = ':order_id' for update;
 savepoint attempt;
-update product_db.products set stock = stock - 1, updated_at = now() where id = ':product' and stock >= 1;
+update product_db.products set stock = stock - 1, version = version + 1, updated_at = now() where id = ':product' and stock >= 1;
 release savepoint attempt;
 insert into product_db.reservations (order_id, status) values (':order_id', 'reserved');
 insert into product_db.reservation_lines (order_id, product_id, quantity) select ':order_id', * from unnest(array[':product']::uuid[], array[1]::bigint[]);

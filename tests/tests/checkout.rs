@@ -38,6 +38,75 @@ async fn settled(shop: &TestShop, customer: &Session, order: &Value) -> Value {
     reply.body
 }
 
+/// An admin's replacement of a product sets its stock too: made from a copy read before an
+/// order took stock, with that copy's `ETag` in `If-Match`, it is refused instead of giving the
+/// stock back.
+#[tokio::test]
+async fn a_replacement_from_before_an_order_took_stock_is_refused_not_undoing_it() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let customer = shop.customer().await;
+    let product = shop.create_product(&admin, 500, 5).await;
+    let path = format!("/api/products/{product}");
+    let replace = |etag: &str, body: &Value| {
+        shop.request(Method::PUT, &path)
+            .bearer_auth(&admin.token)
+            .header("If-Match", etag)
+            .json(body)
+    };
+    let read = shop.get(&path, None).await;
+    let etag = read.headers["etag"].to_str().expect("ETag").to_owned();
+    let mut renamed = read.expect(StatusCode::OK).clone();
+    renamed["name"] = "Brass lamp".into();
+
+    shop.add_to_cart(&customer, &product, 2).await;
+    let order = place(&shop, &customer, None).await;
+    assert_eq!(
+        settled(&shop, &customer, &order).await["status"],
+        "CONFIRMED"
+    );
+    shop.wait_for_stock(&product, 3).await;
+
+    let stale = shop.send(replace(&etag, &renamed)).await;
+    assert_eq!(
+        stale.expect(StatusCode::PRECONDITION_FAILED)["type"],
+        "https://souk.dev/problems/precondition-failed"
+    );
+    let now = shop.get(&path, None).await;
+    assert_eq!(
+        now.expect(StatusCode::OK)["stock"],
+        3,
+        "the order's stock came back"
+    );
+    assert_eq!(now.body["name"], "Lamp");
+
+    // Made again from what it is now, the replacement applies.
+    let etag = now.headers["etag"].to_str().expect("ETag").to_owned();
+    let mut renamed = now.body.clone();
+    renamed["name"] = "Brass lamp".into();
+    let replaced = shop.send(replace(&etag, &renamed)).await;
+    assert_eq!(replaced.expect(StatusCode::OK)["name"], "Brass lamp");
+    assert_eq!(replaced.body["stock"], 3);
+    // A weak tag never matches (If-Match compares strongly); `*` matches any.
+    let current = shop.get(&path, None).await;
+    let weak = format!("W/{}", current.headers["etag"].to_str().expect("ETag"));
+    shop.send(replace(&weak, &renamed))
+        .await
+        .expect(StatusCode::PRECONDITION_FAILED);
+    shop.send(replace("*", &renamed))
+        .await
+        .expect(StatusCode::OK);
+    let unknown = format!("/api/products/{}", uuid::Uuid::now_v7());
+    shop.send(
+        shop.request(Method::PUT, &unknown)
+            .bearer_auth(&admin.token)
+            .header("If-Match", "*")
+            .json(&renamed),
+    )
+    .await
+    .expect(StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 #[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]
 async fn a_paid_order_is_confirmed_takes_the_stock_once_and_empties_the_cart() {

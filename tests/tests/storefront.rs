@@ -166,3 +166,96 @@ async fn an_address_with_no_page_is_a_page_and_an_unknown_api_path_a_problem() {
     let content_type = problem.headers["content-type"].to_str().expect("ascii");
     assert_eq!(content_type, "application/problem+json");
 }
+
+/// The CSRF token a page sets: its cookie, to be repeated in the form.
+fn csrf_cookie(page: &souk_e2e::Reply) -> String {
+    page.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| value.strip_prefix("souk_csrf="))
+        .and_then(|value| value.split(';').next())
+        .expect("the page sets the CSRF cookie")
+        .to_owned()
+}
+
+/// The version in the admin page's "Set stock" form of `product`.
+fn stock_form_version(page: &str, product: &str) -> String {
+    let form = page
+        .split(&format!("action=\"/admin/products/{product}/stock\""))
+        .nth(1)
+        .expect("the admin page has the product's stock form");
+    let form = &form[..form.find("</form>").expect("the form ends")];
+    form.split("name=\"version\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the stock form carries the product's version")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_admins_stock_form_from_before_an_order_is_refused_and_changes_nothing() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin().await;
+    let customer = shop.customer().await;
+    let product = shop.create_product(&admin, 500, 5).await;
+    let admin_page = || {
+        shop.send(
+            shop.request(reqwest::Method::GET, "/admin")
+                .header("cookie", format!("souk_session={}", admin.token)),
+        )
+    };
+    let set_stock = |csrf: &str, version: &str, stock: i64| {
+        shop.send(
+            shop.request(
+                reqwest::Method::POST,
+                &format!("/admin/products/{product}/stock"),
+            )
+            .header(
+                "cookie",
+                format!("souk_session={}; souk_csrf={csrf}", admin.token),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&stock={stock}&version={version}")),
+        )
+    };
+    let page = admin_page().await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let (csrf, version) = (csrf_cookie(&page), stock_form_version(&page.text, &product));
+
+    // An order takes 2 of the 5 after the page was rendered.
+    shop.add_to_cart(&customer, &product, 2).await;
+    shop.send(
+        shop.request(reqwest::Method::POST, "/api/orders")
+            .bearer_auth(&customer.token),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+    shop.wait_for_stock(&product, 3).await;
+
+    let stale = set_stock(&csrf, &version, 5).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.text);
+    assert!(
+        stale.text.contains("changed since the page was loaded"),
+        "{}",
+        stale.text
+    );
+    let now = shop.get(&format!("/api/products/{product}"), None).await;
+    assert_eq!(
+        now.expect(StatusCode::OK)["stock"],
+        3,
+        "the order's stock came back"
+    );
+
+    // From the page as it is now, the stock is set.
+    let page = admin_page().await;
+    let version = stock_form_version(&page.text, &product);
+    let set = set_stock(&csrf, &version, 10).await;
+    assert!(
+        set.status.is_redirection() || set.status.is_success(),
+        "{}: {}",
+        set.status,
+        set.text
+    );
+    shop.wait_for_stock(&product, 10).await;
+}

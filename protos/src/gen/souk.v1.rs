@@ -666,6 +666,10 @@ pub struct Product {
     pub created_at: ::core::option::Option<::prost_types::Timestamp>,
     #[prost(message, optional, tag = "9")]
     pub updated_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Goes up by one on every write to the product: an admin's update, and stock taken or given
+    /// back by an order. Send it back as `UpdateProductRequest.if_version`.
+    #[prost(int64, tag = "10")]
+    pub version: i64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ProductInput {
@@ -691,6 +695,11 @@ pub struct UpdateProductRequest {
     pub id: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "2")]
     pub product: ::core::option::Option<ProductInput>,
+    /// When set, the update applies only while the product's `version` is still this one, and
+    /// fails with FAILED_PRECONDITION (changing nothing) once anything else wrote it: an update is
+    /// a replacement, stock included, so one made from a stale read would undo what orders took.
+    #[prost(int64, optional, tag = "3")]
+    pub if_version: ::core::option::Option<i64>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DeleteProductRequest {

@@ -185,6 +185,7 @@ impl App {
                     stock,
                     category_id: None,
                 }),
+                if_version: None,
             },
             &self.admin,
         );

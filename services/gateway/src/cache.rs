@@ -106,7 +106,7 @@ impl Cached {
 }
 
 /// A strong tag: the 64-bit FNV-1a hash of the body, the same on every replica and release.
-fn entity_tag(body: &[u8]) -> HeaderValue {
+pub(crate) fn entity_tag(body: &[u8]) -> HeaderValue {
     let mut hasher = Fnv1a::default();
     hasher.write(body);
     HeaderValue::from_str(&format!("\"{:016x}\"", hasher.finish()))
@@ -145,6 +145,19 @@ fn matches_tag(value: &HeaderValue, etag: &HeaderValue) -> bool {
         .split(',')
         .map(str::trim)
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+}
+
+/// Whether an `If-Match` value names `etag` (or is `*`). RFC 9110 compares strongly here: a
+/// weak tag `W/"x"` matches nothing.
+pub(crate) fn if_match_holds(value: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let ours = etag.to_str().unwrap_or_default();
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == ours)
 }
 
 /// The cache of one gateway replica.

@@ -28,6 +28,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409: uniqueness, state or stock conflict.
     Conflict(String),
+    /// 412: an `If-Match` that no longer holds.
+    PreconditionFailed(String),
     /// 408: the body did not arrive within the body timeout.
     RequestTimeout,
     /// 413: body over the limit.
@@ -72,6 +74,11 @@ impl ApiError {
                 "Method not allowed",
             ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::PreconditionFailed(_) => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+            ),
             Self::RequestTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 "request-timeout",
@@ -112,6 +119,7 @@ impl ApiError {
             | Self::Forbidden(detail)
             | Self::NotFound(detail)
             | Self::Conflict(detail)
+            | Self::PreconditionFailed(detail)
             | Self::Unavailable(detail)
             | Self::TooManyRequests { detail, .. } => detail.clone(),
             Self::RequestTimeout => "the request body did not arrive in time".into(),

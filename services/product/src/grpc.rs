@@ -54,6 +54,7 @@ fn product_to_proto(product: store::Product) -> Product {
         category_id: product.category_id.map(|id| id.to_string()),
         created_at: Some(time::to_proto(product.created_at)),
         updated_at: Some(time::to_proto(product.updated_at)),
+        version: product.version,
     }
 }
 
@@ -116,10 +117,15 @@ impl ProductService for Handler {
         let request = request.into_inner();
         let id = parse_id("id", &request.id)?;
         let draft = product_draft(request.product)?;
+        if request.if_version.is_some_and(|version| version < 1) {
+            return Err(
+                Error::invalid("if_version", "must be at least 1 (versions start at 1)").into(),
+            );
+        }
         let product = self
             .0
             .store
-            .update_product(id, &draft)
+            .update_product(id, &draft, request.if_version)
             .await?
             .ok_or_else(product_not_found)?;
         tracing::info!(product_id = %id, admin = %caller.user_id, "product updated");

@@ -89,7 +89,7 @@ impl Reservations {
             let mut attempt = tx.begin().await?;
             for (product, quantity) in &lines {
                 let taken = sqlx::query!(
-                    "update products set stock = stock - $2, updated_at = now() where id = $1 and stock >= $2",
+                    "update products set stock = stock - $2, version = version + 1, updated_at = now() where id = $1 and stock >= $2",
                     product,
                     quantity
                 )
@@ -176,7 +176,7 @@ impl Reservations {
             Some("reserved") => {
                 // Products deleted meanwhile simply get nothing back.
                 let products = sqlx::query_scalar!(
-                    r#"update products p set stock = p.stock + l.quantity, updated_at = now()
+                    r#"update products p set stock = p.stock + l.quantity, version = p.version + 1, updated_at = now()
                        from reservation_lines l where l.order_id = $1 and p.id = l.product_id
                        returning p.id"#,
                     order
@@ -338,5 +338,12 @@ mod tests {
             .await
             .expect("stock");
         assert_eq!(stock, 5);
+        // Taking the stock and giving it back are both writes the product's version counts.
+        let version: i64 = sqlx::query_scalar("select version from products where id = $1")
+            .bind(lamp)
+            .fetch_one(&pool)
+            .await
+            .expect("version");
+        assert_eq!(version, 3);
     }
 }

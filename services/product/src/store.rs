@@ -27,6 +27,8 @@ pub struct Product {
     pub category_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// One more on every write to the product, stock included.
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +107,7 @@ impl Store {
             r#"insert into products (id, name, description, price_cents, stock, category_id)
                values ($1, $2, $3, $4, $5, $6)
                returning id, name, description, price_cents, currency, stock, category_id,
-                         created_at, updated_at"#,
+                         created_at, updated_at, version"#,
             Uuid::now_v7(),
             draft.name,
             draft.description,
@@ -121,36 +123,50 @@ impl Store {
         Ok(product)
     }
 
-    /// Replaces every field an admin sets; `None` when there is no such product.
+    /// Replaces every field an admin sets; `None` when there is no such product. With
+    /// `if_version`, only while the product is still at that version: a stale one is
+    /// `FailedPrecondition` and changes nothing.
     pub async fn update_product(
         &self,
         id: Uuid,
         draft: &ProductDraft,
+        if_version: Option<i64>,
     ) -> Result<Option<Product>, Error> {
         let mut tx = self.pool.begin().await?;
         let product = sqlx::query_as!(
             Product,
             r#"update products
                set name = $2, description = $3, price_cents = $4, stock = $5, category_id = $6,
-                   updated_at = now()
-               where id = $1
+                   version = version + 1, updated_at = now()
+               where id = $1 and ($7::bigint is null or version = $7)
                returning id, name, description, price_cents, currency, stock, category_id,
-                         created_at, updated_at"#,
+                         created_at, updated_at, version"#,
             id,
             draft.name,
             draft.description,
             draft.price_cents,
             draft.stock,
             draft.category_id,
+            if_version,
         )
         .fetch_optional(&mut *tx)
         .await
         .map_err(product_write_error)?;
-        if product.is_some() {
-            announce(&mut tx, &self.shop, &[id], &[]).await?;
-        }
+        let Some(product) = product else {
+            let current = sqlx::query_scalar!("select version from products where id = $1", id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return match (current, if_version) {
+                (Some(current), Some(expected)) => Err(Error::FailedPrecondition(format!(
+                    "the product changed since it was read: it is at version {current}, not \
+                     {expected}; read it again and apply the change to what it is now"
+                ))),
+                _ => Ok(None),
+            };
+        };
+        announce(&mut tx, &self.shop, &[id], &[]).await?;
         tx.commit().await?;
-        Ok(product)
+        Ok(Some(product))
     }
 
     /// Whether there was such a product.
@@ -171,7 +187,7 @@ impl Store {
         Ok(sqlx::query_as!(
             Product,
             r#"select id, name, description, price_cents, currency, stock, category_id,
-                      created_at, updated_at
+                      created_at, updated_at, version
                from products where id = $1"#,
             id
         )
@@ -184,7 +200,7 @@ impl Store {
         Ok(sqlx::query_as!(
             Product,
             r#"select id, name, description, price_cents, currency, stock, category_id,
-                      created_at, updated_at
+                      created_at, updated_at, version
                from products where id = any($1)"#,
             ids
         )
@@ -205,7 +221,7 @@ impl Store {
         let items = sqlx::query_as!(
             Product,
             r#"select id, name, description, price_cents, currency, stock, category_id,
-                      created_at, updated_at
+                      created_at, updated_at, version
                from products
                order by created_at desc, id desc
                limit $1 offset $2"#,
@@ -246,7 +262,7 @@ impl Store {
         let items = sqlx::query_as!(
             Product,
             r#"select id, name, description, price_cents, currency, stock, category_id,
-                      created_at, updated_at
+                      created_at, updated_at, version
                from products
                where category_id = $1
                order by created_at desc, id desc

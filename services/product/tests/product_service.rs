@@ -207,6 +207,7 @@ async fn writes_need_an_admin_token_and_change_nothing_otherwise() {
                     UpdateProductRequest {
                         id: product.id.clone(),
                         product: Some(input("Renamed", 1, 0)),
+                        if_version: None,
                     },
                     token,
                 ))
@@ -338,6 +339,7 @@ async fn an_update_replaces_every_field_and_moves_updated_at() {
                 description: "Steamed".into(),
                 ..in_category(input("Sencha Superior", 1_900, 0), &category)
             }),
+            if_version: None,
         }))
         .await
         .expect("update")
@@ -358,11 +360,74 @@ async fn an_update_replaces_every_field_and_moves_updated_at() {
         .update_product(app.as_admin(UpdateProductRequest {
             id: product.id.clone(),
             product: Some(input("Sencha", 1_900, 3)),
+            if_version: None,
         }))
         .await
         .expect("update")
         .into_inner();
     assert_eq!(uncategorised.category_id, None);
+}
+
+#[tokio::test]
+async fn an_update_from_a_stale_version_is_refused_and_changes_nothing() {
+    let mut app = app().await;
+    let product = app.create(input("Sencha", 100, 5)).await.expect("create");
+    assert_eq!(product.version, 1);
+    let update = |if_version, stock| UpdateProductRequest {
+        id: product.id.clone(),
+        product: Some(input("Sencha", 100, stock)),
+        if_version,
+    };
+
+    let updated = app
+        .client
+        .update_product(app.as_admin(update(Some(1), 7)))
+        .await
+        .expect("an update from the current version")
+        .into_inner();
+    assert_eq!((updated.stock, updated.version), (7, 2));
+
+    // Another update from version 1 would undo the one above: refused, nothing changed.
+    let stale = app
+        .client
+        .update_product(app.as_admin(update(Some(1), 9)))
+        .await
+        .expect_err("an update from a stale version");
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    assert!(stale.message().contains("version 2"), "{}", stale.message());
+    assert_eq!(app.get(&product.id).await.expect("get"), updated);
+
+    let zero = app
+        .client
+        .update_product(app.as_admin(update(Some(0), 9)))
+        .await
+        .expect_err("version 0");
+    assert_eq!(zero.code(), Code::InvalidArgument);
+    assert!(
+        zero.message().starts_with("if_version: "),
+        "{}",
+        zero.message()
+    );
+    assert_eq!(app.get(&product.id).await.expect("get"), updated);
+
+    let unknown = app
+        .client
+        .update_product(app.as_admin(UpdateProductRequest {
+            id: Uuid::now_v7().to_string(),
+            ..update(Some(2), 9)
+        }))
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // Without a version, an update replaces whatever is there.
+    let unconditional = app
+        .client
+        .update_product(app.as_admin(update(None, 9)))
+        .await
+        .expect("an unconditional update")
+        .into_inner();
+    assert_eq!((unconditional.stock, unconditional.version), (9, 3));
 }
 
 #[tokio::test]
@@ -374,6 +439,7 @@ async fn updating_an_unknown_or_malformed_product_fails_cleanly() {
         .update_product(app.as_admin(UpdateProductRequest {
             id: Uuid::now_v7().to_string(),
             product: Some(input("Ghost", 1, 1)),
+            if_version: None,
         }))
         .await
         .expect_err("unknown");
@@ -383,6 +449,7 @@ async fn updating_an_unknown_or_malformed_product_fails_cleanly() {
         .update_product(app.as_admin(UpdateProductRequest {
             id: "42".into(),
             product: Some(input("Ghost", 1, 1)),
+            if_version: None,
         }))
         .await
         .expect_err("malformed");
@@ -393,6 +460,7 @@ async fn updating_an_unknown_or_malformed_product_fails_cleanly() {
         .update_product(app.as_admin(UpdateProductRequest {
             id: product.id.clone(),
             product: Some(input("Sencha", 1, -5)),
+            if_version: None,
         }))
         .await
         .expect_err("negative stock");
@@ -902,6 +970,7 @@ async fn every_catalog_write_announces_itself_through_the_outbox() {
         .update_product(app.as_admin(UpdateProductRequest {
             id: product.id.clone(),
             product: Some(in_category(input("Tieguanyin", 900, 3), &category)),
+            if_version: None,
         }))
         .await
         .expect("update");
@@ -910,6 +979,7 @@ async fn every_catalog_write_announces_itself_through_the_outbox() {
         .update_product(app.as_admin(UpdateProductRequest {
             id: unknown.clone(),
             product: Some(input("Nothing", 1, 1)),
+            if_version: None,
         }))
         .await
         .expect_err("no such product");

@@ -12,7 +12,7 @@
 use axum::{
     Router,
     extract::State as AxumState,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
     routing::get,
 };
@@ -25,12 +25,13 @@ use souk_protos::v1::{
     ProductInput, ProductPage, UpdateCategoryRequest, UpdateProductRequest,
 };
 use souk_shared::time;
+use tonic::Code;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
     State,
-    cache::Key,
+    cache::{self, Key},
     error::{ApiError, ApiResult},
     extract::{Admin, IdPath, Json, Query},
 };
@@ -358,33 +359,76 @@ pub(crate) async fn create_product(
 }
 
 /// Replace a product (admin).
+///
+/// A replacement sets the stock too: send `If-Match` with the `ETag` of the copy the change was
+/// made from, so that a change made from a stale copy (an order took stock since) is refused
+/// with 412 instead of giving the stock back.
 #[utoipa::path(put, path = "/api/products/{id}", tag = "catalog", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "The product's id")),
+    params(
+        ("id" = Uuid, Path, description = "The product's id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` of the product as read: the replacement applies only while the product is still that (`*`: any)"),
+    ),
     request_body = ProductFields,
     responses(
         (status = 200, description = "The product", body = ProductBody),
         (status = 403, description = "Not an admin"),
         (status = 404, description = "No such product"),
+        (status = 412, description = "The product changed since the `If-Match` tag was read: nothing was changed"),
     ),
 )]
 pub(crate) async fn update_product(
     AxumState(state): AxumState<State>,
     Admin(admin): Admin,
     IdPath(id): IdPath,
+    headers: HeaderMap,
     Json(body): Json<ProductFields>,
 ) -> ApiResult<axum::Json<ProductBody>> {
-    let product = state
+    let if_version = match headers.get(header::IF_MATCH) {
+        Some(if_match) => Some(version_if_matching(&state, id, if_match).await?),
+        None => None,
+    };
+    let updated = state
         .services
         .product
         .clone()
         .update_product(admin.request(UpdateProductRequest {
             id: id.to_string(),
             product: Some(body.into()),
+            if_version,
         }))
-        .await?
-        .into_inner();
+        .await;
+    let product = match updated {
+        // Written between our read and the update.
+        Err(status) if if_version.is_some() && status.code() == Code::FailedPrecondition => {
+            return Err(ApiError::PreconditionFailed(status.message().to_owned()));
+        }
+        updated => updated?.into_inner(),
+    };
     state.catalog.invalidate(&[id], &[]);
     Ok(axum::Json(product.into()))
+}
+
+/// The version product `id` is at now, when `if_match` names its entity tag as `GET` would
+/// give it now; 412 when it does not. Read from the product service, not the cache, which may
+/// be a moment behind.
+async fn version_if_matching(state: &State, id: Uuid, if_match: &HeaderValue) -> ApiResult<i64> {
+    let product = state
+        .services
+        .product
+        .clone()
+        .get_product(GetProductRequest { id: id.to_string() })
+        .await?
+        .into_inner();
+    let version = product.version;
+    let etag = cache::entity_tag(&json(&ProductBody::from(product))?);
+    if !cache::if_match_holds(if_match, &etag) {
+        return Err(ApiError::PreconditionFailed(format!(
+            "the product changed since it was read (its ETag is now {}): read it again and \
+             apply the change to what it is now",
+            etag.to_str().unwrap_or_default()
+        )));
+    }
+    Ok(version)
 }
 
 /// Delete a product (admin).

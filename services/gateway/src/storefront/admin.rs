@@ -1,8 +1,11 @@
 //! The admin's pages: products and categories created, edited and deleted, stock set. Every
 //! page and action takes an `Admin`; the services check the forwarded token's role again.
 //!
-//! Setting stock writes the whole product back (the API's update is a replacement), so it is
-//! read just before and sent with every other field unchanged.
+//! An update replaces the whole product, stock included, so every form that updates one
+//! carries the version it was rendered from, and the update applies only while the product is
+//! still at it: one made from a page an order has made stale since is refused (a 409 page)
+//! instead of giving back the stock the order took. Setting stock writes the product back with
+//! every other field as it is at that version.
 
 use axum::{
     Router,
@@ -56,11 +59,15 @@ struct ProductForm {
     stock: String,
     #[serde(default)]
     category_id: String,
+    /// The version the form was rendered from; none on the form that creates.
+    #[serde(default)]
+    version: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct StockForm {
     stock: String,
+    version: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +100,27 @@ fn parse_price(raw: &str) -> PageResult<i64> {
         .checked_mul(100)
         .and_then(|w| w.checked_add(cents))
         .ok_or_else(invalid)
+}
+
+fn parse_version(raw: &str) -> PageResult<i64> {
+    raw.trim()
+        .parse()
+        .ok()
+        .filter(|version| *version >= 1)
+        .ok_or_else(|| PageError::BadRequest("The form's product version is not a version.".into()))
+}
+
+/// What an update refused because the product changed since the form was rendered says.
+fn stale(status: tonic::Status) -> PageError {
+    if status.code() == tonic::Code::FailedPrecondition {
+        PageError::Conflict(
+            "This product changed since the page was loaded: an order took stock, or another \
+             admin saved it. Nothing was changed; open it again to see it as it is now."
+                .into(),
+        )
+    } else {
+        status.into()
+    }
 }
 
 fn parse_stock(raw: &str) -> PageResult<i64> {
@@ -189,6 +217,7 @@ async fn overview(
                                         (csrf(visitor))
                                         label for={ "stock-" (product.id) } class="visually-hidden" { "Stock of " (product.name) }
                                         input id={ "stock-" (product.id) } name="stock" type="number" min="0" value=(product.stock) required;
+                                        input type="hidden" name="version" value=(product.version);
                                         button type="submit" aria-label={ "Set stock of " (product.name) } { "Set stock" }
                                     }
                                 }
@@ -259,6 +288,9 @@ fn product_form(
     html! {
         form method="post" action=(action) class="stacked" {
             (csrf(visitor))
+            @if let Some(product) = product {
+                input type="hidden" name="version" value=(product.version);
+            }
             label for="name" { "Name" }
             input id="name" name="name" type="text" value=(product.map_or("", |p| &p.name)) required;
             label for="description" { "Description" }
@@ -339,6 +371,10 @@ async fn update_product(
     Form(form): Form<ProductForm>,
 ) -> PageResult {
     let id = parse_id(&id)?;
+    let if_version = match form.version.trim() {
+        "" => None,
+        version => Some(parse_version(version)?),
+    };
     state
         .services
         .product
@@ -346,8 +382,10 @@ async fn update_product(
         .update_product(admin.user.request(UpdateProductRequest {
             id: id.to_string(),
             product: Some(form.input()?),
+            if_version,
         }))
-        .await?;
+        .await
+        .map_err(stale)?;
     Ok(Redirect::to(&format!("/admin/products/{id}")).into_response())
 }
 
@@ -358,6 +396,7 @@ async fn set_stock(
     Form(form): Form<StockForm>,
 ) -> PageResult {
     let stock = parse_stock(&form.stock)?;
+    let version = parse_version(&form.version)?;
     let product = read_product(&state, &id).await?;
     let input = ProductInput {
         stock,
@@ -370,8 +409,10 @@ async fn set_stock(
         .update_product(admin.user.request(UpdateProductRequest {
             id: product.id,
             product: Some(input),
+            if_version: Some(version),
         }))
-        .await?;
+        .await
+        .map_err(stale)?;
     Ok(Redirect::to("/admin").into_response())
 }
 

@@ -142,7 +142,9 @@ impl From<ApiError> for PageError {
             ApiError::Unauthorized(_) => Self::LogIn { next: "/".into() },
             ApiError::Forbidden(_) => Self::Forbidden,
             ApiError::NotFound(detail) => Self::NotFound(detail),
-            ApiError::Conflict(detail) => Self::Conflict(detail),
+            ApiError::Conflict(detail) | ApiError::PreconditionFailed(detail) => {
+                Self::Conflict(detail)
+            }
             ApiError::PayloadTooLarge => Self::BadRequest("the form is too large".into()),
             ApiError::RequestTimeout => Self::BadRequest("the form did not arrive in time".into()),
             ApiError::HeadersTooLarge(_) => Self::BadRequest("the request is too large".into()),
