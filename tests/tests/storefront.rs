@@ -259,3 +259,119 @@ async fn an_admins_stock_form_from_before_an_order_is_refused_and_changes_nothin
     );
     shop.wait_for_stock(&product, 10).await;
 }
+
+/// The value `reply` sets cookie `name` to, if it sets it.
+fn set_cookie(reply: &souk_e2e::Reply, name: &str) -> Option<String> {
+    reply
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| value.strip_prefix(&format!("{name}=")))
+        .and_then(|value| value.split(';').next())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
+    let shop = TestShop::start().await;
+    let customer = shop.customer().await;
+    // Redirects are looked at, not followed: they carry the cookies.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client");
+    let send = |method, path: &str, cookies: String| {
+        shop.send(
+            browser
+                .request(method, shop.url(path))
+                .header("cookie", cookies),
+        )
+    };
+    let csrf = csrf_cookie(&shop.get("/login", None).await);
+    let login = shop
+        .send(
+            browser
+                .post(shop.url("/login"))
+                .header("cookie", format!("souk_csrf={csrf}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "csrf={csrf}&next=%2Forders&email={}&password={}",
+                    customer.email.replace('@', "%40"),
+                    customer.password
+                )),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
+    assert!(set_cookie(&login, "souk_session").is_some_and(|t| !t.is_empty()));
+    let first = set_cookie(&login, "souk_refresh").expect("the log-in keeps the refresh token");
+
+    // The access token's cookie is gone (it lives as long as the token): the pages racing with
+    // one refresh token all renew the session, to the same next pair.
+    let pages = futures::future::join_all((0..4).map(|_| {
+        send(
+            reqwest::Method::GET,
+            "/orders",
+            format!("souk_csrf={csrf}; souk_refresh={first}"),
+        )
+    }))
+    .await;
+    let mut next = Vec::new();
+    for page in &pages {
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(
+            page.text.contains("Log out"),
+            "not signed in: {}",
+            page.text
+        );
+        next.push(set_cookie(page, "souk_refresh").expect("a renewed refresh token"));
+    }
+    next.dedup();
+    assert_eq!(next.len(), 1, "one exchange, shared: {next:?}");
+    let second = next.remove(0);
+    assert_ne!(second, first, "the refresh token was rotated");
+
+    // Shared, the rotated token was never presented twice: its successor still works.
+    let page = send(
+        reqwest::Method::GET,
+        "/orders",
+        format!("souk_csrf={csrf}; souk_refresh={second}"),
+    )
+    .await;
+    assert!(
+        page.text.contains("Log out"),
+        "not signed in: {}",
+        page.text
+    );
+    let access = set_cookie(&page, "souk_session").expect("a renewed access token");
+    let third = set_cookie(&page, "souk_refresh").expect("a renewed refresh token");
+
+    // Logging out revokes the refresh token and forgets both cookies.
+    let logout = shop
+        .send(
+            browser
+                .post(shop.url("/logout"))
+                .header(
+                    "cookie",
+                    format!("souk_csrf={csrf}; souk_session={access}; souk_refresh={third}"),
+                )
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER, "{}", logout.text);
+    assert_eq!(set_cookie(&logout, "souk_session").as_deref(), Some(""));
+    assert_eq!(set_cookie(&logout, "souk_refresh").as_deref(), Some(""));
+    let after = send(
+        reqwest::Method::GET,
+        "/orders",
+        format!("souk_csrf={csrf}; souk_refresh={third}"),
+    )
+    .await;
+    assert_eq!(
+        after.status,
+        StatusCode::SEE_OTHER,
+        "signed in after logging out"
+    );
+    assert_eq!(set_cookie(&after, "souk_refresh").as_deref(), Some(""));
+}

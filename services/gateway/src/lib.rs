@@ -62,6 +62,8 @@ pub(crate) struct AppState {
     pub catalog: Arc<cache::CatalogCache>,
     /// The OpenAPI document (`openapi.rs`), as served.
     pub openapi: bytes::Bytes,
+    /// The storefront's session renewals in flight.
+    pub renewals: storefront::session::Renewals,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -80,6 +82,7 @@ pub async fn router(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Ro
         metrics: settings.metrics,
         catalog,
         openapi: openapi::json()?.into(),
+        renewals: storefront::session::Renewals::default(),
     });
     let request_id = http::HeaderName::from_static(headers::REQUEST_ID);
     let app = Router::new()
@@ -88,7 +91,7 @@ pub async fn router(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Ro
         .merge(routes::cart::router())
         .merge(routes::orders::router())
         .merge(routes::ops::router())
-        .merge(storefront::router())
+        .merge(storefront::router(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))

@@ -138,13 +138,7 @@ async fn start_session(
         .login(LoginRequest { email, password })
         .await?
         .into_inner();
-    Ok(sign_in(
-        headers,
-        uri,
-        &token.access_token,
-        token.expires_in,
-        next,
-    ))
+    Ok(sign_in(headers, uri, &token, next))
 }
 
 async fn login(
@@ -224,6 +218,11 @@ async fn register(
     }
 }
 
-async fn logout(headers: HeaderMap, uri: Uri, Form(_): Form<serde::de::IgnoredAny>) -> Response {
-    sign_out(&headers, &uri)
+async fn logout(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    uri: Uri,
+    Form(_): Form<serde::de::IgnoredAny>,
+) -> Response {
+    sign_out(&state, &headers, &uri).await
 }

@@ -18,7 +18,7 @@ mod cart;
 mod catalog;
 mod orders;
 mod page;
-mod session;
+pub(crate) mod session;
 
 use axum::{
     Router,
@@ -35,13 +35,14 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src
     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
     frame-ancestors 'none'; base-uri 'none'";
 
-pub fn router() -> Router<State> {
+pub fn router(state: State) -> Router<State> {
     Router::new()
         .merge(catalog::router())
         .merge(account::router())
         .merge(cart::router())
         .merge(orders::router())
         .merge(admin::router())
+        .layer(axum::middleware::from_fn_with_state(state, session::renew))
         .layer(axum::middleware::from_fn(session::ensure_csrf_cookie))
         .layer(axum::middleware::from_fn(security_headers))
         // Assets carry no cookie and no policy of their own: they are the same for everyone.

@@ -1,10 +1,18 @@
 //! Who is asking, and whether their form is theirs.
 //!
-//! - The session is the access token the user service issued at login, kept in the
-//!   `souk_session` cookie: `HttpOnly` (no script reads it), `SameSite=Lax` (no other site's
-//!   form posts with it), `Secure` when the request came over TLS, and as long-lived as the token.
-//!   It is verified like a bearer token on every request and forwarded to the services, which
-//!   check it again; an expired or invalid one is just no session.
+//! - The session is the pair of tokens the user service issued at login, each in a cookie:
+//!   `HttpOnly` (no script reads it), `SameSite=Lax` (no other site's form posts with it),
+//!   `Secure` when the request came over TLS, and as long-lived as its token. The access token
+//!   (`souk_session`) is verified like a bearer token on every request and forwarded to the
+//!   services, which check it again.
+//! - When the access token has expired (or its cookie with it), [`renew`] exchanges the refresh
+//!   token (`souk_refresh`) for a new pair before the page sees the request, so a shopper stays
+//!   signed in for as long as the refresh token lasts. A browser loads pages in parallel, and the
+//!   user service treats a rotated refresh token presented again as stolen (it revokes the whole
+//!   family), so the requests carrying one refresh token share one exchange and its answer for a
+//!   few seconds ([`Renewals`]). A refresh token the user service refuses ends the session; one
+//!   it cannot answer leaves the cookies for the next request, and a page that needs the
+//!   session says the shop is unavailable.
 //! - CSRF: a random token in the `souk_csrf` cookie (set on the first page a browser sees),
 //!   which every form repeats in a hidden `csrf` field. Another site can make a browser post,
 //!   but cannot read the cookie to repeat it (double-submit). A post whose `Origin` is another
@@ -16,15 +24,23 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State as AxumState;
 use http::{HeaderMap, HeaderValue, header, request::Parts};
 use serde::de::DeserializeOwned;
+use souk_protos::v1::{LoginResponse, LogoutRequest, RefreshRequest};
 use souk_shared::jwt::Role;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::page::PageError;
 use crate::{State, extract::AuthUser};
 
 pub(crate) const SESSION_COOKIE: &str = "souk_session";
+const REFRESH_COOKIE: &str = "souk_refresh";
 const CSRF_COOKIE: &str = "souk_csrf";
 /// The hidden form field that repeats the CSRF cookie.
 pub(crate) const CSRF_FIELD: &str = "csrf";
@@ -105,11 +121,19 @@ impl FromRequestParts<State> for Visitor {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
-        let user = cookie(&parts.headers, SESSION_COOKIE).and_then(|token| {
+        let renewed = parts.extensions.get::<Renewed>();
+        let token = match renewed {
+            Some(Renewed::To(token)) => Some(token.as_str()),
+            _ => cookie(&parts.headers, SESSION_COOKIE),
+        };
+        let user = token.and_then(|token| {
             souk_shared::auth::verified(token, &state.verifier)
                 .ok()
                 .map(AuthUser)
         });
+        if user.is_none() && matches!(renewed, Some(Renewed::Unavailable)) {
+            return Err(PageError::Unavailable);
+        }
         let csrf = parts
             .extensions
             .get::<CsrfToken>()
@@ -229,30 +253,163 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A redirect (303) that also signs the browser in with `token` for `max_age` seconds.
+/// The cookies that hold `tokens`.
+fn session_cookies(tokens: &LoginResponse, secure: bool) -> [HeaderValue; 2] {
+    [
+        set_cookie(
+            SESSION_COOKIE,
+            &tokens.access_token,
+            tokens.expires_in,
+            secure,
+        ),
+        set_cookie(
+            REFRESH_COOKIE,
+            &tokens.refresh_token,
+            tokens.refresh_expires_in,
+            secure,
+        ),
+    ]
+}
+
+/// The cookies that forget the session.
+fn no_session_cookies(secure: bool) -> [HeaderValue; 2] {
+    [
+        set_cookie(SESSION_COOKIE, "", 0, secure),
+        set_cookie(REFRESH_COOKIE, "", 0, secure),
+    ]
+}
+
+fn append_cookies(response: &mut Response, cookies: [HeaderValue; 2]) {
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// A redirect (303) to `to` that also signs the browser in with `tokens`.
 pub(crate) fn sign_in(
-    parts: &HeaderMap,
+    headers: &HeaderMap,
     uri: &http::Uri,
-    token: &str,
-    max_age: i64,
+    tokens: &LoginResponse,
     to: &str,
 ) -> Response {
     let mut response = Redirect::to(to).into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, token, max_age, over_tls(parts, uri)),
+    append_cookies(
+        &mut response,
+        session_cookies(tokens, over_tls(headers, uri)),
     );
     response
 }
 
-/// A redirect (303) home that forgets the session.
-pub(crate) fn sign_out(parts: &HeaderMap, uri: &http::Uri) -> Response {
+/// A redirect (303) home that ends the session: its refresh token is revoked (with every one
+/// rotated from the same login), and the cookies are forgotten.
+pub(crate) async fn sign_out(state: &State, headers: &HeaderMap, uri: &http::Uri) -> Response {
+    if let Some(refresh_token) = cookie(headers, REFRESH_COOKIE) {
+        let revoked = state
+            .services
+            .user
+            .clone()
+            .logout(LogoutRequest {
+                refresh_token: refresh_token.to_owned(),
+            })
+            .await;
+        if let Err(status) = revoked {
+            // The cookies go anyway; the token expires on its own.
+            tracing::warn!(code = ?status.code(), message = status.message(), "could not revoke a refresh token at log-out");
+        }
+    }
     let mut response = Redirect::to("/").into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, "", 0, over_tls(parts, uri)),
-    );
+    append_cookies(&mut response, no_session_cookies(over_tls(headers, uri)));
     response
+}
+
+/// What [`renew`] did for this request, for [`Visitor`] to read.
+#[derive(Debug, Clone)]
+enum Renewed {
+    /// The session goes on with this access token.
+    To(String),
+    /// The user service could not be asked: no session this time.
+    Unavailable,
+}
+
+/// How long the answer to one refresh token is kept for the requests that race with it.
+const RENEWAL_SHARED_FOR: Duration = Duration::from_secs(10);
+
+/// One exchange per refresh token, shared by the requests that carry it at once.
+#[derive(Debug, Default)]
+pub(crate) struct Renewals(Mutex<HashMap<String, (Instant, Arc<Exchange>)>>);
+
+type Exchange = OnceCell<Result<LoginResponse, tonic::Code>>;
+
+impl Renewals {
+    /// The exchange of `refresh_token`: a new one, or the one a racing request started.
+    fn exchange(&self, refresh_token: &str) -> Arc<Exchange> {
+        let mut exchanges = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        exchanges.retain(|_, (started, _)| started.elapsed() < RENEWAL_SHARED_FOR);
+        exchanges
+            .entry(refresh_token.to_owned())
+            .or_insert_with(|| (Instant::now(), Arc::default()))
+            .1
+            .clone()
+    }
+}
+
+/// Renews a session whose access token has expired from its refresh token (see the module's
+/// notes), before the page sees the request.
+pub(crate) async fn renew(
+    AxumState(state): AxumState<State>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let signed_in =
+        cookie(headers, SESSION_COOKIE).is_some_and(|token| state.verifier.verify(token).is_ok());
+    let refresh_token = match cookie(headers, REFRESH_COOKIE) {
+        Some(token) if !signed_in && !token.is_empty() => token.to_owned(),
+        _ => return next.run(request).await,
+    };
+    let secure = over_tls(headers, request.uri());
+    let exchange = state.renewals.exchange(&refresh_token);
+    let renewed = exchange
+        .get_or_init(|| async {
+            state
+                .services
+                .user
+                .clone()
+                .refresh(RefreshRequest { refresh_token })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| {
+                    if status.code() != tonic::Code::Unauthenticated {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "could not renew a session");
+                    }
+                    status.code()
+                })
+        })
+        .await
+        .clone();
+    match renewed {
+        Ok(tokens) => {
+            request
+                .extensions_mut()
+                .insert(Renewed::To(tokens.access_token.clone()));
+            let mut response = next.run(request).await;
+            append_cookies(&mut response, session_cookies(&tokens, secure));
+            response
+        }
+        // Spent, revoked, expired, or its account deleted: the session is over.
+        Err(tonic::Code::Unauthenticated) => {
+            let mut response = next.run(request).await;
+            append_cookies(&mut response, no_session_cookies(secure));
+            response
+        }
+        Err(_) => {
+            request.extensions_mut().insert(Renewed::Unavailable);
+            next.run(request).await
+        }
+    }
 }
 
 #[cfg(test)]
