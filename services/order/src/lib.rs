@@ -62,7 +62,7 @@ pub fn service(settings: Settings) -> anyhow::Result<GrpcService> {
         timeout: chrono::TimeDelta::from_std(settings.saga_timeout)?,
         signer: settings.signer,
         metrics: settings.saga_metrics,
-        claimed: std::sync::Mutex::default(),
+        claimed: saga::Claims::default(),
         due,
     });
     let consumer = settings

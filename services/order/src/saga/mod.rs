@@ -50,7 +50,7 @@ use souk_shared::{
     trace::TracedChannel,
 };
 use sqlx::{PgConnection, PgPool};
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 use uuid::Uuid;
 
 pub use checkout::IdempotencyKey;
@@ -125,7 +125,7 @@ pub struct Saga {
     pub metrics: SagaMetrics,
     /// Charges this replica committed to in the transaction of their `stock.reserved`, until
     /// that transaction commits (`Handler::committed`).
-    pub claimed: std::sync::Mutex<std::collections::HashMap<Uuid, Locked>>,
+    pub claimed: Claims,
     /// Hands a committed charge to `run_steps`, which carries it out at once.
     pub due: mpsc::UnboundedSender<Locked>,
 }
@@ -308,13 +308,10 @@ impl Saga {
             // Committed with the event; `committed` then hands it to the worker, which charges
             // at once (and any worker does after the lease, should this replica die first).
             store::begin_charge(tx, id, LEASE).await?;
-            self.claimed.lock().expect("claimed charges").insert(
-                id,
-                Locked {
-                    step: Step::Charging,
-                    ..order
-                },
-            );
+            self.claimed.claim(Locked {
+                step: Step::Charging,
+                ..order
+            });
         }
         // Otherwise already ended or being cancelled: its order.cancelled releases the stock.
         Ok(())
@@ -370,6 +367,42 @@ impl Saga {
     }
 }
 
+/// Charges claimed in a handler's transaction, waiting for it to commit. An entry whose
+/// transaction rolled back, or whose event was dead-lettered, is never taken: it is dropped
+/// once its lease is over, when the worker's poll owns the step anyway.
+#[derive(Debug, Default)]
+pub struct Claims(std::sync::Mutex<std::collections::HashMap<Uuid, (Instant, Locked)>>);
+
+impl Claims {
+    fn claim(&self, order: Locked) {
+        let mut claims = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        claims.retain(|_, (claimed, _)| claimed.elapsed() < LEASE);
+        claims.insert(order.id, (Instant::now(), order));
+    }
+
+    /// The order claimed as `id`, while its lease lasts.
+    fn take(&self, id: Uuid) -> Option<Locked> {
+        let mut claims = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        claims
+            .remove(&id)
+            .and_then(|(claimed, order)| (claimed.elapsed() < LEASE).then_some(order))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
 /// The events the order service consumes.
 pub const EVENTS: &[&str] = &[StockReserved::TYPE, StockRejected::TYPE];
 
@@ -384,8 +417,7 @@ impl Handler for Saga {
         let Ok(id) = Uuid::parse_str(&reserved.order_id) else {
             return;
         };
-        let claimed = self.claimed.lock().expect("claimed charges").remove(&id);
-        if let Some(order) = claimed {
+        if let Some(order) = self.claimed.take(id) {
             // The worker is gone only at shutdown; the lease hands the charge on then.
             let _ = self.due.send(order);
         }
@@ -431,4 +463,39 @@ pub async fn run_steps(
         }
     }
     while charging.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charging() -> Locked {
+        Locked {
+            id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            status: Status::Pending,
+            step: Step::Charging,
+            cancel_reason: None,
+            failure_reason: None,
+            total_cents: 100,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_never_taken_is_dropped_once_its_lease_is_over() {
+        let claims = Claims::default();
+        let (rolled_back, committed) = (charging(), charging());
+        claims.claim(rolled_back.clone());
+        tokio::time::advance(LEASE).await;
+        claims.claim(committed.clone());
+        assert_eq!(claims.len(), 1, "the rolled-back claim is still held");
+        assert!(claims.take(rolled_back.id).is_none());
+        assert_eq!(claims.take(committed.id).map(|o| o.id), Some(committed.id));
+        assert!(claims.take(committed.id).is_none(), "taken twice");
+
+        // Taken after its lease, a claim is the poll's: not handed over.
+        claims.claim(committed.clone());
+        tokio::time::advance(LEASE).await;
+        assert!(claims.take(committed.id).is_none());
+    }
 }
