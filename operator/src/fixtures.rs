@@ -49,7 +49,21 @@ impl Shop {
     pub fn with_external_nats(mut self, url: &str) -> Self {
         self.spec.nats = NatsSpec {
             managed: None,
-            external: Some(ExternalNats { url: url.into() }),
+            external: Some(ExternalNats {
+                url: url.into(),
+                credentials_secret_name: None,
+            }),
+        };
+        self
+    }
+
+    pub fn with_external_nats_credentials(mut self, url: &str, secret: &str) -> Self {
+        self.spec.nats = NatsSpec {
+            managed: None,
+            external: Some(ExternalNats {
+                url: url.into(),
+                credentials_secret_name: Some(secret.into()),
+            }),
         };
         self
     }

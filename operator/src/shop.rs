@@ -481,6 +481,10 @@ pub struct ExternalNats {
     /// Its URL (`nats://host:4222` or `tls://host:4222`).
     #[schemars(length(min = 1))]
     pub url: String,
+    /// A Secret (in the Shop's namespace) with the keys `user` and `password` that every
+    /// service and relayer connects with. Without it they connect with no credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_name: Option<String>,
 }
 
 /// NATS once defaults are applied.

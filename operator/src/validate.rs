@@ -2,7 +2,7 @@
 //! before anything is applied, whether the operator can act on it. Each error reads as an
 //! instruction to the person who wrote the spec.
 
-use crate::shop::{Component, Database, Nats, Shop};
+use crate::shop::{Component, Database, ExternalNats, Nats, Shop};
 use kube::ResourceExt;
 
 /// A spec the operator refuses to act on. The message is shown in the `Degraded` condition and in
@@ -56,6 +56,11 @@ pub enum SpecError {
         "spec.adminSecretName is empty; name a Secret with keys `email` and `password`, or remove the field"
     )]
     EmptyAdminSecretName,
+
+    #[error(
+        "spec.nats.external.credentialsSecretName is empty; name a Secret with keys `user` and `password`, or remove the field"
+    )]
+    EmptyNatsCredentialsSecretName,
 
     #[error(
         "Secret {name} ({field}) was not found in namespace {namespace}; create it with {keys}{hint}"
@@ -166,6 +171,13 @@ pub fn validate(shop: &Shop) -> Result<(), SpecError> {
                 url: external.url.clone(),
             });
         }
+        if external
+            .credentials_secret_name
+            .as_ref()
+            .is_some_and(|name| name.trim().is_empty())
+        {
+            return Err(SpecError::EmptyNatsCredentialsSecretName);
+        }
     }
     if spec.token_ttl_seconds < 60 {
         return Err(SpecError::TokenTtlTooShort(spec.token_ttl_seconds));
@@ -188,8 +200,8 @@ pub fn validate(shop: &Shop) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The Secrets the user provides and the shop needs: external database URLs and the admin
-/// account. The controller checks they exist before applying anything.
+/// The Secrets the user provides and the shop needs: external database URLs, the external
+/// NATS's credentials and the admin account. The controller checks they exist before applying anything.
 pub fn required_secrets(shop: &Shop) -> Vec<RequiredSecret> {
     let spec = &shop.spec;
     let mut required = Vec::new();
@@ -202,6 +214,18 @@ pub fn required_secrets(shop: &Shop) -> Vec<RequiredSecret> {
                 hint: " holding the database URL (postgres://user:password@host:5432/db)",
             });
         }
+    }
+    if let Nats::External(ExternalNats {
+        credentials_secret_name: Some(credentials),
+        ..
+    }) = spec.nats.resolve()
+    {
+        required.push(RequiredSecret {
+            name: credentials.clone(),
+            keys: vec!["user".to_owned(), "password".to_owned()],
+            field: "spec.nats.external.credentialsSecretName".to_owned(),
+            hint: " (the NATS user every service connects as)",
+        });
     }
     if let Some(admin) = &spec.admin_secret_name {
         required.push(RequiredSecret {
@@ -331,17 +355,31 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_nats_credentials_secret_name_is_refused_naming_the_field() {
+        let shop = Shop::test().with_external_nats_credentials("nats://nats.infra:4222", " ");
+        let error = validate(&shop).expect_err("an empty name");
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.nats.external.credentialsSecretName is empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn required_secrets_are_the_external_databases_and_the_admin() {
         let shop = Shop::test()
             .with_external_database(Component::Order, "orders-db")
+            .with_external_nats_credentials("nats://nats.infra:4222", "bus-user")
             .with_admin_secret("demo-admin");
         let required = required_secrets(&shop);
         let names: Vec<_> = required.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["orders-db", "demo-admin"]);
+        assert_eq!(names, ["orders-db", "bus-user", "demo-admin"]);
         assert_eq!(required[0].keys, ["url"]);
-        assert_eq!(required[1].keys, ["email", "password"]);
+        assert_eq!(required[1].keys, ["user", "password"]);
+        assert_eq!(required[2].keys, ["email", "password"]);
         assert_eq!(
-            describe_keys(&required[1].keys),
+            describe_keys(&required[2].keys),
             r#"keys "email" and "password""#
         );
         assert_eq!(describe_keys(&required[0].keys), r#"key "url""#);

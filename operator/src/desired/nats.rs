@@ -25,7 +25,7 @@ use super::{
     metadata, names, restricted_container_security, restricted_pod_security, selector,
     unversioned_labels,
 };
-use crate::shop::{Component, ManagedNats, Nats, Shop};
+use crate::shop::{Component, ExternalNats, ManagedNats, Nats, Shop};
 
 /// Client port.
 pub const CLIENT_PORT: i32 = 4222;
@@ -87,23 +87,32 @@ pub fn config_map(shop: &Shop) -> ConfigMap {
     }
 }
 
-/// `SOUK_NATS_USER` and `SOUK_NATS_PASSWORD` of `service`'s user, from the generated Secret,
-/// when the shop's NATS is managed and the service uses it.
+/// `SOUK_NATS_USER` and `SOUK_NATS_PASSWORD` of `service`, when it uses the bus: its own user
+/// from the generated Secret when the shop's NATS is managed, or the external NATS's user from
+/// the Secret the spec names (none without one).
 pub fn credentials_env(shop: &Shop, service: Component) -> Vec<EnvVar> {
     let user = service.name();
-    if !matches!(shop.spec.nats.resolve(), Nats::Managed(_))
-        || !BUS_USERS.iter().any(|u| u.name == user)
-    {
+    if !BUS_USERS.iter().any(|u| u.name == user) {
         return Vec::new();
     }
-    vec![
-        env(souk_contract::env::NATS_USER, user),
-        secret_env(
-            souk_contract::env::NATS_PASSWORD,
-            &names::nats(shop),
-            &password_key(user),
-        ),
-    ]
+    match shop.spec.nats.resolve() {
+        Nats::Managed(_) => vec![
+            env(souk_contract::env::NATS_USER, user),
+            secret_env(
+                souk_contract::env::NATS_PASSWORD,
+                &names::nats(shop),
+                &password_key(user),
+            ),
+        ],
+        Nats::External(ExternalNats {
+            credentials_secret_name: Some(secret),
+            ..
+        }) => vec![
+            secret_env(souk_contract::env::NATS_USER, secret, "user"),
+            secret_env(souk_contract::env::NATS_PASSWORD, secret, "password"),
+        ],
+        Nats::External(_) => Vec::new(),
+    }
 }
 
 /// Adds [`credentials_env`] to every container of `deployment` (the service and its relayer,

@@ -827,6 +827,35 @@ fn a_shop_with_an_external_nats_gets_no_nats_users_secret_or_configuration() {
 }
 
 #[test]
+fn an_external_nats_with_credentials_gives_every_bus_user_the_secrets_user() {
+    let shop = Shop::test().with_external_nats_credentials("nats://nats.infra:4222", "bus-user");
+    let desired = built(&shop);
+    assert!(config_map(&desired, "demo-nats").is_none());
+    for name in ["demo-cart", "demo-order", "demo-gateway"] {
+        let deployment = deployment(&desired, name);
+        for container in containers(&deployment) {
+            assert_eq!(
+                secret_ref(&container, souk_contract::env::NATS_USER),
+                Some(("bus-user".to_owned(), "user".to_owned())),
+                "{name}/{}",
+                container.name
+            );
+            assert_eq!(
+                secret_ref(&container, souk_contract::env::NATS_PASSWORD),
+                Some(("bus-user".to_owned(), "password".to_owned())),
+                "{name}/{}",
+                container.name
+            );
+        }
+        // A changed password rolls the pods that read it.
+        assert!(
+            crate::desired::secrets_read(&deployment).contains("bus-user"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn a_services_own_nats_setting_wins_whole_without_a_duplicate() {
     let mut shop = Shop::test();
     shop.spec
