@@ -375,3 +375,67 @@ async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
     );
     assert_eq!(set_cookie(&after, "souk_refresh").as_deref(), Some(""));
 }
+
+#[tokio::test]
+#[cfg_attr(feature = "remote", ignore = "needs the in-process shop")]
+async fn a_session_that_cannot_be_renewed_for_now_is_a_503_page_and_is_kept() {
+    let mut shop = TestShop::start_with(souk_e2e::Options {
+        proxied_databases: vec!["user"],
+        ..souk_e2e::Options::default()
+    })
+    .await;
+    let customer = shop.customer().await;
+    let tokens = shop
+        .post(
+            "/api/auth/login",
+            None,
+            &json!({"email": customer.email, "password": customer.password}),
+        )
+        .await;
+    let refresh = tokens.expect(StatusCode::OK)["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    let cookie = format!("souk_refresh={refresh}");
+    let orders = |shop: &TestShop| {
+        shop.request(reqwest::Method::GET, "/orders")
+            .header("cookie", cookie.clone())
+    };
+
+    shop.local().database_proxies["user"].cut();
+    let page = shop.send(orders(&shop)).await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.text
+    );
+    assert_eq!(
+        set_cookie(&page, "souk_refresh"),
+        None,
+        "the session was dropped"
+    );
+
+    // Back, the same refresh token renews the session: its failure was not kept for the
+    // requests that follow (as a success is, for 10 s).
+    shop.local().database_proxies["user"].restore().await;
+    let restored = std::time::Instant::now();
+    let deadline = restored + std::time::Duration::from_secs(5);
+    let page = loop {
+        let page = shop.send(orders(&shop)).await;
+        if page.status != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "renewed {:?} after the database came back",
+        restored.elapsed()
+    );
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text.contains("Log out"),
+        "not signed in: {}",
+        page.text
+    );
+}

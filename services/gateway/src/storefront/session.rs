@@ -354,6 +354,21 @@ impl Renewals {
             .1
             .clone()
     }
+
+    /// Forgets `exchange` of `refresh_token` (one that failed for now), so that the next request
+    /// tries again instead of sharing its failure.
+    fn forget(&self, refresh_token: &str, exchange: &Arc<Exchange>) {
+        let mut exchanges = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if exchanges
+            .get(refresh_token)
+            .is_some_and(|(_, kept)| Arc::ptr_eq(kept, exchange))
+        {
+            exchanges.remove(refresh_token);
+        }
+    }
 }
 
 /// Renews a session whose access token has expired from its refresh token (see the module's
@@ -378,7 +393,9 @@ pub(crate) async fn renew(
                 .services
                 .user
                 .clone()
-                .refresh(RefreshRequest { refresh_token })
+                .refresh(RefreshRequest {
+                    refresh_token: refresh_token.clone(),
+                })
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| {
@@ -406,6 +423,7 @@ pub(crate) async fn renew(
             response
         }
         Err(_) => {
+            state.renewals.forget(&refresh_token, &exchange);
             request.extensions_mut().insert(Renewed::Unavailable);
             next.run(request).await
         }
