@@ -12,7 +12,9 @@
 //!   family), so the requests carrying one refresh token share one exchange and its answer for a
 //!   few seconds ([`Renewals`]). A refresh token the user service refuses ends the session; one
 //!   it cannot answer leaves the cookies for the next request, and a page that needs the
-//!   session says the shop is unavailable.
+//!   session says the shop is unavailable. The sharing is per gateway replica: behind a load
+//!   balancer that spreads one browser's requests over replicas, two of them racing with one
+//!   refresh token can still end the session (the shopper logs in again).
 //! - CSRF: a random token in the `souk_csrf` cookie (set on the first page a browser sees),
 //!   which every form repeats in a hidden `csrf` field. Another site can make a browser post,
 //!   but cannot read the cookie to repeat it (double-submit). A post whose `Origin` is another
