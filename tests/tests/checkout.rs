@@ -528,14 +528,17 @@ async fn orders_are_the_callers_own_and_checked() {
     let lamp = shop.create_product(&admin, 100, 10).await;
     let customer = shop.customer().await;
 
-    // An empty cart cannot be ordered.
+    // An empty cart cannot be ordered: the request is fine, the cart's state is not.
     let empty = shop
         .send(
             shop.request(Method::POST, "/api/orders")
                 .bearer_auth(&customer.token),
         )
         .await;
-    empty.expect(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        empty.expect(StatusCode::CONFLICT)["detail"],
+        "the cart is empty"
+    );
     shop.send(shop.request(Method::POST, "/api/orders"))
         .await
         .expect(StatusCode::UNAUTHORIZED);

@@ -13,6 +13,44 @@ use uuid::Uuid;
 
 use crate::{State, error::ApiError};
 
+/// A JSON integer as JSON Schema counts them, for `#[serde(deserialize_with)]`: `2`, and also
+/// `2.0` (a number whose fraction is zero, as some encoders write every number); never `2.5`,
+/// nor one outside 64 bits.
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Integer;
+
+    impl Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: Error>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+
+        fn visit_u64<E: Error>(self, value: u64) -> Result<i64, E> {
+            i64::try_from(value).map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+        }
+
+        fn visit_f64<E: Error>(self, value: f64) -> Result<i64, E> {
+            // -2^63 and 2^63 are exact as f64; i64 holds [-2^63, 2^63).
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if value.fract() == 0.0 && (-LIMIT..LIMIT).contains(&value) {
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(value as i64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(value), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_any(Integer)
+}
+
 /// A JSON body. Unlike axum's own, every rejection is a problem, and the body is read as JSON
 /// whatever its `Content-Type` says (`curl -d` sends form encoding by default).
 #[derive(Debug)]
@@ -165,6 +203,34 @@ impl FromRequestParts<State> for Admin {
 
 #[cfg(test)]
 mod tests {
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Counted {
+        #[serde(deserialize_with = "super::integer")]
+        n: i64,
+    }
+
+    #[test]
+    fn an_integer_may_be_written_with_a_zero_fraction_and_nothing_else() {
+        let n = |json: &str| serde_json::from_str::<Counted>(json).map(|c| c.n);
+        assert_eq!(n(r#"{"n": 2}"#).ok(), Some(2));
+        assert_eq!(n(r#"{"n": -7}"#).ok(), Some(-7));
+        assert_eq!(n(r#"{"n": 2.0}"#).ok(), Some(2));
+        assert_eq!(n(r#"{"n": -2e3}"#).ok(), Some(-2000));
+        assert_eq!(n(r#"{"n": 9223372036854775807}"#).ok(), Some(i64::MAX));
+        assert_eq!(n(r#"{"n": -9223372036854775808.0}"#).ok(), Some(i64::MIN));
+        for refused in [
+            r#"{"n": 2.5}"#,
+            r#"{"n": 9223372036854775808}"#,
+            r#"{"n": 9223372036854775808.0}"#,
+            r#"{"n": 1e300}"#,
+            r#"{"n": "2"}"#,
+            r#"{"n": null}"#,
+        ] {
+            let error = n(refused).expect_err(refused);
+            assert!(error.to_string().contains("integer"), "{refused}: {error}");
+        }
+    }
     use serde::Deserialize;
 
     use super::*;

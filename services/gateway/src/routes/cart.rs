@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::{
     State,
     error::ApiResult,
-    extract::{AuthUser, IdPath, Json},
+    extract::{self, AuthUser, IdPath, Json},
 };
 
 pub fn router() -> Router<State> {
@@ -36,11 +36,13 @@ pub fn router() -> Router<State> {
 pub(crate) struct NewLine {
     #[schema(format = Uuid)]
     product_id: String,
+    #[serde(deserialize_with = "extract::integer")]
     quantity: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Quantity {
+    #[serde(deserialize_with = "extract::integer")]
     quantity: i64,
 }
 

@@ -33,7 +33,7 @@ use crate::{
     State,
     cache::{self, Key},
     error::{ApiError, ApiResult},
-    extract::{Admin, IdPath, Json, Query},
+    extract::{self, Admin, IdPath, Json, Query},
 };
 
 use souk_contract::api::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -108,7 +108,9 @@ pub(crate) struct ProductFields {
     /// Trimmed.
     name: String,
     description: String,
+    #[serde(deserialize_with = "extract::integer")]
     price_cents: i64,
+    #[serde(deserialize_with = "extract::integer")]
     stock: i64,
     #[serde(default)]
     #[schema(format = Uuid)]

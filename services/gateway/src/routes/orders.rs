@@ -120,7 +120,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Visible ASCII")),
     responses(
         (status = 202, description = "The order, `PENDING`", body = OrderBody),
-        (status = 409, description = "The cart changed while it was priced"),
+        (status = 409, description = "The cart is empty, or changed while it was priced"),
     ),
 )]
 pub(crate) async fn place(

@@ -106,7 +106,8 @@ impl Saga {
             .map_err(|status| Error::from_upstream("cart", status))?
             .into_inner();
         if cart.items.is_empty() {
-            return Err(Error::InvalidArgument("the cart is empty".into()));
+            // The cart's state, not the request, is what is wrong: a 409.
+            return Err(Error::FailedPrecondition("the cart is empty".into()));
         }
         cart.items
             .into_iter()
