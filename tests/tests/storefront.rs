@@ -260,16 +260,17 @@ async fn an_admins_stock_form_from_before_an_order_is_refused_and_changes_nothin
     shop.wait_for_stock(&product, 10).await;
 }
 
-/// The value `reply` sets cookie `name` to, if it sets it.
+/// The value `reply` sets cookie `name` to, if it sets it: the last one, which a browser keeps.
 fn set_cookie(reply: &souk_e2e::Reply, name: &str) -> Option<String> {
     reply
         .headers
         .get_all("set-cookie")
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .find_map(|value| value.strip_prefix(&format!("{name}=")))
-        .and_then(|value| value.split(';').next())
+        .filter_map(|value| value.strip_prefix(&format!("{name}=")))
+        .filter_map(|value| value.split(';').next())
         .map(str::to_owned)
+        .next_back()
 }
 
 #[tokio::test]
@@ -289,8 +290,8 @@ async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
         )
     };
     let csrf = csrf_cookie(&shop.get("/login", None).await);
-    let login = shop
-        .send(
+    let log_in = || {
+        shop.send(
             browser
                 .post(shop.url("/login"))
                 .header("cookie", format!("souk_csrf={csrf}"))
@@ -301,7 +302,8 @@ async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
                     customer.password
                 )),
         )
-        .await;
+    };
+    let login = log_in().await;
     assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
     assert!(set_cookie(&login, "souk_session").is_some_and(|t| !t.is_empty()));
     let first = set_cookie(&login, "souk_refresh").expect("the log-in keeps the refresh token");
@@ -374,6 +376,23 @@ async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
         "signed in after logging out"
     );
     assert_eq!(set_cookie(&after, "souk_refresh").as_deref(), Some(""));
+
+    // Logging out once the access token has expired: the renewal the request brings does not
+    // outlive the log-out.
+    let login = log_in().await;
+    let fourth = set_cookie(&login, "souk_refresh").expect("a refresh token");
+    let logout = shop
+        .send(
+            browser
+                .post(shop.url("/logout"))
+                .header("cookie", format!("souk_csrf={csrf}; souk_refresh={fourth}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER, "{}", logout.text);
+    assert_eq!(set_cookie(&logout, "souk_session").as_deref(), Some(""));
+    assert_eq!(set_cookie(&logout, "souk_refresh").as_deref(), Some(""));
 }
 
 #[tokio::test]

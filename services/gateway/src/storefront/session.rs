@@ -287,6 +287,20 @@ fn append_cookies(response: &mut Response, cookies: [HeaderValue; 2]) {
     }
 }
 
+/// Whether `response` sets the session's cookies itself (logging in or out): then they are the
+/// ones that count, and [`renew`] adds none after them (a browser keeps the last).
+fn sets_the_session(response: &Response) -> bool {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| {
+            value.starts_with(&format!("{SESSION_COOKIE}="))
+                || value.starts_with(&format!("{REFRESH_COOKIE}="))
+        })
+}
+
 /// A redirect (303) to `to` that also signs the browser in with `tokens`.
 pub(crate) fn sign_in(
     headers: &HeaderMap,
@@ -415,13 +429,17 @@ pub(crate) async fn renew(
                 .extensions_mut()
                 .insert(Renewed::To(tokens.access_token.clone()));
             let mut response = next.run(request).await;
-            append_cookies(&mut response, session_cookies(&tokens, secure));
+            if !sets_the_session(&response) {
+                append_cookies(&mut response, session_cookies(&tokens, secure));
+            }
             response
         }
         // Spent, revoked, expired, or its account deleted: the session is over.
         Err(tonic::Code::Unauthenticated) => {
             let mut response = next.run(request).await;
-            append_cookies(&mut response, no_session_cookies(secure));
+            if !sets_the_session(&response) {
+                append_cookies(&mut response, no_session_cookies(secure));
+            }
             response
         }
         Err(_) => {
