@@ -434,6 +434,15 @@ async fn a_session_that_cannot_be_renewed_for_now_is_a_503_page_and_is_kept() {
         None,
         "the session was dropped"
     );
+    // A page that does not need the session is still served, to a visitor.
+    let home = shop
+        .send(
+            shop.request(reqwest::Method::GET, "/")
+                .header("cookie", cookie.clone()),
+        )
+        .await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.text);
+    assert!(!home.text.contains("Log out"), "{}", home.text);
 
     // Back, the same refresh token renews the session: its failure was not kept for the
     // requests that follow (as a success is, for 10 s).

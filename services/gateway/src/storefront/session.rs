@@ -106,6 +106,9 @@ pub(crate) async fn ensure_csrf_cookie(mut request: Request, next: Next) -> Resp
 #[derive(Debug, Clone)]
 pub(crate) struct Visitor {
     pub user: Option<AuthUser>,
+    /// The session's access token had expired and could not be renewed for now: a page that
+    /// needs the session says the shop is unavailable rather than asking to log in.
+    pub renewal_unavailable: bool,
     pub csrf: String,
     /// The path (and query) this page was asked for, to come back to after logging in.
     pub path: String,
@@ -123,19 +126,11 @@ impl FromRequestParts<State> for Visitor {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
-        let renewed = parts.extensions.get::<Renewed>();
-        let token = match renewed {
-            Some(Renewed::To(token)) => Some(token.as_str()),
-            _ => cookie(&parts.headers, SESSION_COOKIE),
+        // What `renew` found; verified here only where it did not run.
+        let session = match parts.extensions.get::<Session>() {
+            Some(session) => session.clone(),
+            None => Session::of(&parts.headers, state),
         };
-        let user = token.and_then(|token| {
-            souk_shared::auth::verified(token, &state.verifier)
-                .ok()
-                .map(AuthUser)
-        });
-        if user.is_none() && matches!(renewed, Some(Renewed::Unavailable)) {
-            return Err(PageError::Unavailable);
-        }
         let csrf = parts
             .extensions
             .get::<CsrfToken>()
@@ -145,7 +140,12 @@ impl FromRequestParts<State> for Visitor {
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        Ok(Self { user, csrf, path })
+        Ok(Self {
+            user: session.user,
+            renewal_unavailable: session.renewal_unavailable,
+            csrf,
+            path,
+        })
     }
 }
 
@@ -169,6 +169,7 @@ impl FromRequestParts<State> for Shopper {
         };
         match visitor.user.clone() {
             Some(user) => Ok(Self { user, visitor }),
+            None if visitor.renewal_unavailable => Err(PageError::Unavailable),
             None => Err(PageError::LogIn { next: back }),
         }
     }
@@ -338,13 +339,30 @@ pub(crate) async fn sign_out(state: &State, headers: &HeaderMap, uri: &http::Uri
     response
 }
 
-/// What [`renew`] did for this request, for [`Visitor`] to read.
-#[derive(Debug, Clone)]
-enum Renewed {
-    /// The session goes on with this access token.
-    To(String),
-    /// The user service could not be asked: no session this time.
-    Unavailable,
+/// Who the request's session is, as [`renew`] found it, for [`Visitor`] to read: each request's
+/// token is verified once.
+#[derive(Debug, Clone, Default)]
+struct Session {
+    user: Option<AuthUser>,
+    renewal_unavailable: bool,
+}
+
+impl Session {
+    /// The user of `token`, when it is a valid access token.
+    fn of_token(token: &str, state: &State) -> Self {
+        Self {
+            user: souk_shared::auth::verified(token, &state.verifier)
+                .ok()
+                .map(AuthUser),
+            renewal_unavailable: false,
+        }
+    }
+
+    /// The user of the session cookie, when its token is valid.
+    fn of(headers: &HeaderMap, state: &State) -> Self {
+        cookie(headers, SESSION_COOKIE)
+            .map_or_else(Self::default, |token| Self::of_token(token, state))
+    }
 }
 
 /// How long the answer to one refresh token is kept for the requests that race with it.
@@ -395,11 +413,13 @@ pub(crate) async fn renew(
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    let signed_in =
-        cookie(headers, SESSION_COOKIE).is_some_and(|token| state.verifier.verify(token).is_ok());
+    let session = Session::of(headers, &state);
     let refresh_token = match cookie(headers, REFRESH_COOKIE) {
-        Some(token) if !signed_in && !token.is_empty() => token.to_owned(),
-        _ => return next.run(request).await,
+        Some(token) if session.user.is_none() && !token.is_empty() => token.to_owned(),
+        _ => {
+            request.extensions_mut().insert(session);
+            return next.run(request).await;
+        }
     };
     let secure = over_tls(headers, request.uri());
     let exchange = state.renewals.exchange(&refresh_token);
@@ -427,7 +447,7 @@ pub(crate) async fn renew(
         Ok(tokens) => {
             request
                 .extensions_mut()
-                .insert(Renewed::To(tokens.access_token.clone()));
+                .insert(Session::of_token(&tokens.access_token, &state));
             let mut response = next.run(request).await;
             if !sets_the_session(&response) {
                 append_cookies(&mut response, session_cookies(&tokens, secure));
@@ -436,6 +456,7 @@ pub(crate) async fn renew(
         }
         // Spent, revoked, expired, or its account deleted: the session is over.
         Err(tonic::Code::Unauthenticated) => {
+            request.extensions_mut().insert(Session::default());
             let mut response = next.run(request).await;
             if !sets_the_session(&response) {
                 append_cookies(&mut response, no_session_cookies(secure));
@@ -444,7 +465,10 @@ pub(crate) async fn renew(
         }
         Err(_) => {
             state.renewals.forget(&refresh_token, &exchange);
-            request.extensions_mut().insert(Renewed::Unavailable);
+            request.extensions_mut().insert(Session {
+                user: None,
+                renewal_unavailable: true,
+            });
             next.run(request).await
         }
     }
