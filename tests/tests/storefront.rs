@@ -303,6 +303,16 @@ async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
                 )),
         )
     };
+    // The log-out form, posted with `cookies` beside the CSRF one.
+    let log_out = |cookies: String| {
+        shop.send(
+            browser
+                .post(shop.url("/logout"))
+                .header("cookie", format!("souk_csrf={csrf}; {cookies}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}")),
+        )
+    };
     let login = log_in().await;
     assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
     assert!(set_cookie(&login, "souk_session").is_some_and(|t| !t.is_empty()));
@@ -349,18 +359,7 @@ async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
     let third = set_cookie(&page, "souk_refresh").expect("a renewed refresh token");
 
     // Logging out revokes the refresh token and forgets both cookies.
-    let logout = shop
-        .send(
-            browser
-                .post(shop.url("/logout"))
-                .header(
-                    "cookie",
-                    format!("souk_csrf={csrf}; souk_session={access}; souk_refresh={third}"),
-                )
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("csrf={csrf}")),
-        )
-        .await;
+    let logout = log_out(format!("souk_session={access}; souk_refresh={third}")).await;
     assert_eq!(logout.status, StatusCode::SEE_OTHER, "{}", logout.text);
     assert_eq!(set_cookie(&logout, "souk_session").as_deref(), Some(""));
     assert_eq!(set_cookie(&logout, "souk_refresh").as_deref(), Some(""));
@@ -381,15 +380,7 @@ async fn a_session_outlives_its_access_token_and_ends_at_log_out() {
     // outlive the log-out.
     let login = log_in().await;
     let fourth = set_cookie(&login, "souk_refresh").expect("a refresh token");
-    let logout = shop
-        .send(
-            browser
-                .post(shop.url("/logout"))
-                .header("cookie", format!("souk_csrf={csrf}; souk_refresh={fourth}"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("csrf={csrf}")),
-        )
-        .await;
+    let logout = log_out(format!("souk_refresh={fourth}")).await;
     assert_eq!(logout.status, StatusCode::SEE_OTHER, "{}", logout.text);
     assert_eq!(set_cookie(&logout, "souk_session").as_deref(), Some(""));
     assert_eq!(set_cookie(&logout, "souk_refresh").as_deref(), Some(""));

@@ -76,7 +76,7 @@ impl Cached {
         let not_modified = headers
             .get_all(header::IF_NONE_MATCH)
             .iter()
-            .any(|value| matches_tag(value, &self.etag));
+            .any(|value| names_tag(value, &self.etag, Comparison::Weak));
         let status = if not_modified {
             StatusCode::NOT_MODIFIED
         } else {
@@ -134,30 +134,34 @@ impl std::hash::Hasher for Fnv1a {
     }
 }
 
-/// Whether an `If-None-Match` value names `etag` (or is `*`). RFC 9110 compares weakly here,
-/// so `W/"x"` matches `"x"`.
-fn matches_tag(value: &HeaderValue, etag: &HeaderValue) -> bool {
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let ours = etag.to_str().unwrap_or_default();
-    value
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+/// How a list of entity tags is compared with ours (RFC 9110 8.8.3.2).
+#[derive(Debug, Clone, Copy)]
+enum Comparison {
+    /// `If-None-Match`: `W/"x"` matches `"x"`.
+    Weak,
+    /// `If-Match`: a weak tag matches nothing.
+    Strong,
 }
 
-/// Whether an `If-Match` value names `etag` (or is `*`). RFC 9110 compares strongly here: a
-/// weak tag `W/"x"` matches nothing.
-pub(crate) fn if_match_holds(value: &HeaderValue, etag: &HeaderValue) -> bool {
+/// Whether a list of entity tags (an `If-None-Match` or `If-Match` value) names `etag`, or is
+/// `*`.
+fn names_tag(value: &HeaderValue, etag: &HeaderValue, comparison: Comparison) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
     let ours = etag.to_str().unwrap_or_default();
-    value
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag == ours)
+    value.split(',').map(str::trim).any(|tag| {
+        let tag = match comparison {
+            Comparison::Weak => tag.strip_prefix("W/").unwrap_or(tag),
+            Comparison::Strong => tag,
+        };
+        tag == "*" || tag == ours
+    })
+}
+
+/// Whether an `If-Match` value holds for `etag`: names it (strongly), or is `*`.
+pub(crate) fn if_match_holds(value: &HeaderValue, etag: &HeaderValue) -> bool {
+    names_tag(value, etag, Comparison::Strong)
 }
 
 /// The cache of one gateway replica.
@@ -327,6 +331,19 @@ impl CatalogCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_match_compares_strongly_and_if_none_match_weakly() {
+        let ours = HeaderValue::from_static("\"abc\"");
+        let list = HeaderValue::from_static;
+        assert!(if_match_holds(&list("\"abc\""), &ours));
+        assert!(if_match_holds(&list("\"x\", \"abc\""), &ours));
+        assert!(if_match_holds(&list("*"), &ours));
+        assert!(!if_match_holds(&list("\"abd\""), &ours));
+        assert!(!if_match_holds(&list("W/\"abc\""), &ours));
+        assert!(!if_match_holds(&list(""), &ours));
+        assert!(names_tag(&list("W/\"abc\""), &ours, Comparison::Weak));
+    }
 
     fn unsubscribed() -> CatalogCache {
         CatalogCache::default()

@@ -322,16 +322,20 @@ pub(crate) async fn get_product(
     IdPath(id): IdPath,
 ) -> ApiResult<Response> {
     cached(&state, &headers, Key::Product(id), async {
-        let product = state
-            .services
-            .product
-            .clone()
-            .get_product(GetProductRequest { id: id.to_string() })
-            .await?
-            .into_inner();
-        json(&ProductBody::from(product))
+        json(&ProductBody::from(product_now(&state, id).await?))
     })
     .await
+}
+
+/// Product `id` as the product service holds it now.
+async fn product_now(state: &State, id: Uuid) -> ApiResult<Product> {
+    Ok(state
+        .services
+        .product
+        .clone()
+        .get_product(GetProductRequest { id: id.to_string() })
+        .await?
+        .into_inner())
 }
 
 /// Create a product (admin).
@@ -414,13 +418,7 @@ pub(crate) async fn update_product(
 /// give it now; 412 when it does not. Read from the product service, not the cache, which may
 /// be a moment behind.
 async fn version_if_matching(state: &State, id: Uuid, if_match: &HeaderValue) -> ApiResult<i64> {
-    let product = state
-        .services
-        .product
-        .clone()
-        .get_product(GetProductRequest { id: id.to_string() })
-        .await?
-        .into_inner();
+    let product = product_now(state, id).await?;
     let version = product.version;
     let etag = cache::entity_tag(&json(&ProductBody::from(product))?);
     if !cache::if_match_holds(if_match, &etag) {
