@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use souk_protos::v1::{
-    cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
-    product_service_client::ProductServiceClient, user_service_client::UserServiceClient,
+    GetProductRequest, Product, cart_service_client::CartServiceClient,
+    order_service_client::OrderServiceClient, product_service_client::ProductServiceClient,
+    user_service_client::UserServiceClient,
 };
 use souk_shared::{grpc::channel, trace::TracedChannel as Channel};
 use tonic_health::pb::{
@@ -49,6 +50,16 @@ impl Clients {
                 ("order", order),
             ],
         })
+    }
+
+    /// Product `id` as the product service holds it now (never from the catalog cache).
+    pub async fn product_now(&self, id: uuid::Uuid) -> Result<Product, tonic::Status> {
+        Ok(self
+            .product
+            .clone()
+            .get_product(GetProductRequest { id: id.to_string() })
+            .await?
+            .into_inner())
     }
 
     /// Each service and whether it answers its health check as serving.

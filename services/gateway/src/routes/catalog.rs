@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use souk_protos::v1::{
     Category, CreateCategoryRequest, CreateProductRequest, DeleteCategoryRequest,
-    DeleteProductRequest, GetProductRequest, ListCategoriesRequest, ListProductsRequest, Product,
-    ProductInput, ProductPage, UpdateCategoryRequest, UpdateProductRequest,
+    DeleteProductRequest, ListCategoriesRequest, ListProductsRequest, Product, ProductInput,
+    ProductPage, UpdateCategoryRequest, UpdateProductRequest,
 };
 use souk_shared::time;
 use tonic::Code;
@@ -322,20 +322,9 @@ pub(crate) async fn get_product(
     IdPath(id): IdPath,
 ) -> ApiResult<Response> {
     cached(&state, &headers, Key::Product(id), async {
-        json(&ProductBody::from(product_now(&state, id).await?))
+        json(&ProductBody::from(state.services.product_now(id).await?))
     })
     .await
-}
-
-/// Product `id` as the product service holds it now.
-async fn product_now(state: &State, id: Uuid) -> ApiResult<Product> {
-    Ok(state
-        .services
-        .product
-        .clone()
-        .get_product(GetProductRequest { id: id.to_string() })
-        .await?
-        .into_inner())
 }
 
 /// Create a product (admin).
@@ -418,7 +407,7 @@ pub(crate) async fn update_product(
 /// give it now; 412 when it does not. Read from the product service, not the cache, which may
 /// be a moment behind.
 async fn version_if_matching(state: &State, id: Uuid, if_match: &HeaderValue) -> ApiResult<i64> {
-    let product = product_now(state, id).await?;
+    let product = state.services.product_now(id).await?;
     let version = product.version;
     let etag = cache::entity_tag(&json(&ProductBody::from(product))?);
     if !cache::if_match_holds(if_match, &etag) {

@@ -17,8 +17,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use souk_protos::v1::{
     Category, CreateCategoryRequest, CreateProductRequest, DeleteCategoryRequest,
-    DeleteProductRequest, GetCategoryRequest, GetProductRequest, ListCategoriesRequest,
-    ListProductsRequest, Product, ProductInput, UpdateCategoryRequest, UpdateProductRequest,
+    DeleteProductRequest, GetCategoryRequest, ListCategoriesRequest, ListProductsRequest, Product,
+    ProductInput, UpdateCategoryRequest, UpdateProductRequest,
 };
 
 use super::{
@@ -338,14 +338,7 @@ async fn create_product(
 }
 
 async fn read_product(state: &State, id: &str) -> PageResult<Product> {
-    let id = parse_id(id)?;
-    Ok(state
-        .services
-        .product
-        .clone()
-        .get_product(GetProductRequest { id: id.to_string() })
-        .await?
-        .into_inner())
+    Ok(state.services.product_now(parse_id(id)?).await?)
 }
 
 async fn edit_product(

@@ -10,8 +10,7 @@ use axum::{
 use maud::{Markup, html};
 use serde::Deserialize;
 use souk_protos::v1::{
-    Category, GetCategoryRequest, GetProductRequest, ListCategoriesRequest, ListProductsRequest,
-    Product,
+    Category, GetCategoryRequest, ListCategoriesRequest, ListProductsRequest, Product,
 };
 use uuid::Uuid;
 
@@ -207,13 +206,7 @@ async fn product(
     Path(id): Path<String>,
 ) -> PageResult<Response> {
     let id = parse_id(&id)?;
-    let product = state
-        .services
-        .product
-        .clone()
-        .get_product(GetProductRequest { id: id.to_string() })
-        .await?
-        .into_inner();
+    let product = state.services.product_now(id).await?;
     let body = html! {
         article class="product" {
             h1 { (product.name) }
