@@ -125,12 +125,16 @@ impl Visitor {
 impl FromRequestParts<State> for Visitor {
     type Rejection = PageError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
-        // What `renew` found; verified here only where it did not run.
-        let session = match parts.extensions.get::<Session>() {
-            Some(session) => session.clone(),
-            None => Session::of(&parts.headers, state),
-        };
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &State,
+    ) -> Result<Self, Self::Rejection> {
+        // What `renew`, which every page goes through, found.
+        let session = parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(PageError::Internal)?;
         let csrf = parts
             .extensions
             .get::<CsrfToken>()
