@@ -88,7 +88,8 @@ pub fn decide(lease: Option<&Lease>, identity: &str, unchanged_for: Duration) ->
 /// Until when this replica may write as the leader. The election opens it on every successful
 /// acquisition or renewal, until [`RENEW_DEADLINE`] after that request was sent, and closes it
 /// when it loses the Lease. As a [`tower::Layer`] on the controller's client it refuses every
-/// request that may write (any method but GET, HEAD and OPTIONS) while closed, without sending it.
+/// request that may write (any method but the safe GET, HEAD, OPTIONS and TRACE) while closed,
+/// without sending it.
 #[derive(Debug, Clone, Default)]
 pub struct Fence(Arc<Mutex<Option<Instant>>>);
 
