@@ -282,10 +282,23 @@ impl Drop for PgServer {
     }
 }
 
-/// A loopback port nothing listens on now.
+/// A loopback port nothing listens on now, for a server a test may restart on it. It is taken
+/// below the kernel's ephemeral range: a port from that range (what binding port 0 gives) can
+/// be the local end of some outgoing connection (a pooled database connection, say) by the time
+/// the server comes back, and the server then cannot bind it again.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
+    const LOWEST: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|start| *start > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    let span = u128::from(ephemeral - LOWEST);
+    for _ in 0..1_000 {
+        let candidate = LOWEST + u16::try_from(uuid::Uuid::new_v4().as_u128() % span).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
+    panic!("no free loopback port between {LOWEST} and {ephemeral}")
 }
