@@ -1132,12 +1132,18 @@ fn changing_the_admin_or_jwt_secret_rolls_the_pods_that_read_it() {
             if now == gateway { Err(now) } else { Ok(now) }
         },
     );
-    assert_ne!(
-        hash("roll-user"),
-        new_user,
-        "the user pods read the JWT Secret too"
+    // The gateway's Deployment is applied first; the user pods, which read the JWT Secret too,
+    // follow in the same reconcile.
+    wait_until(
+        "the user pods roll for the JWT Secret too",
+        Duration::from_secs(60),
+        || {
+            let now = hash("roll-user");
+            if now == new_user { Err(now) } else { Ok(now) }
+        },
     );
     wait_rolled_out(&ns, "roll-gateway");
+    wait_rolled_out(&ns, "roll-user");
     ns.wait_condition("roll", "Ready", "True");
 }
 
