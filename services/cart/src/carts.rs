@@ -155,11 +155,13 @@ fn check_line(
             "a cart holds at most {MAX_LINES} different products"
         )));
     }
+    // The quantity asked for is within bounds (`domain::parse_quantity`); an addition to what
+    // the line holds may not be. The request is valid, the cart's state stands in its way.
     if wanted > MAX_QUANTITY {
-        return Err(Error::invalid(
-            "quantity",
-            format!("a cart line holds at most {MAX_QUANTITY}"),
-        ));
+        return Err(Error::FailedPrecondition(format!(
+            "a cart line holds at most {MAX_QUANTITY}: this one holds {}",
+            current.unwrap_or(0)
+        )));
     }
     if wanted > product.stock {
         return Err(Error::FailedPrecondition(format!(

@@ -394,7 +394,7 @@ async fn invalid_quantities_and_ids_are_rejected_naming_the_field() {
     // A line never grows past the bound by adding either.
     app.add(&ada, &tea, MAX_QUANTITY).await.expect("the most");
     let err = app.add(&ada, &tea, 1).await.expect_err("one more");
-    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
     assert_eq!(app.stored_lines(&ada).await, [(tea, MAX_QUANTITY)]);
 }
 

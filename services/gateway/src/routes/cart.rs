@@ -109,7 +109,7 @@ pub(crate) async fn get_cart(AxumState(state): AxumState<State>, caller: AuthUse
     responses(
         (status = 200, description = "The cart", body = CartBody),
         (status = 404, description = "No such product"),
-        (status = 409, description = "Beyond the product's stock, or a line too many"),
+        (status = 409, description = "Beyond the product's stock or a line's bound, or a line too many"),
     ),
 )]
 pub(crate) async fn add_item(
