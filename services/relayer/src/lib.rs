@@ -68,7 +68,9 @@ pub enum Wake {
 
 /// A relayer's source of hints.
 enum Hints {
-    InProcess(watch::Receiver<u64>),
+    /// The process's hints, and when the next may be acted on (hints between are coalesced).
+    InProcess(watch::Receiver<u64>, Instant),
+    /// Forwarded hints, already spaced by their sender.
     Notify(Box<PgListener>),
     Never,
 }
@@ -76,7 +78,7 @@ enum Hints {
 impl Hints {
     async fn open(wake: Wake, pool: &PgPool) -> anyhow::Result<Self> {
         Ok(match wake {
-            Wake::InProcess => Self::InProcess(outbox::subscribe()),
+            Wake::InProcess => Self::InProcess(outbox::subscribe(), Instant::now()),
             Wake::Notify => {
                 let mut listener = PgListener::connect_with(pool).await?;
                 listener.listen(outbox::NOTIFY_CHANNEL).await?;
@@ -86,13 +88,15 @@ impl Hints {
         })
     }
 
-    /// The next hint (several pending ones count as one).
+    /// The next hint (several pending ones count as one), at most one per `outbox::HINT_GAP`.
     async fn next(&mut self) -> anyhow::Result<()> {
         match self {
-            Self::InProcess(hints) => {
+            Self::InProcess(hints, next_allowed) => {
                 if hints.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
+                tokio::time::sleep_until(*next_allowed).await;
+                *next_allowed = Instant::now() + outbox::HINT_GAP;
                 hints.mark_unchanged();
             }
             Self::Notify(listener) => {
@@ -460,5 +464,39 @@ impl Relayer {
         self.metrics.backlog.set(stats.backlog);
         self.metrics.oldest_age_ms.set(stats.oldest_ms);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn hints_in_the_process_wake_at_once_then_at_most_once_per_gap() {
+        let mut hints = Hints::open(
+            Wake::InProcess,
+            &PgPool::connect_lazy("postgres://unused").expect("options"),
+        )
+        .await
+        .expect("hints");
+        let start = Instant::now();
+        outbox::hint();
+        hints.next().await.expect("hint");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "an idle relayer wakes at once"
+        );
+
+        outbox::hint();
+        outbox::hint();
+        hints.next().await.expect("hint");
+        assert!(
+            start.elapsed() >= outbox::HINT_GAP,
+            "woken again after {:?}",
+            start.elapsed()
+        );
+        let none = tokio::time::timeout(Duration::from_secs(1), hints.next()).await;
+        assert!(none.is_err(), "the two hints were acted on once");
     }
 }

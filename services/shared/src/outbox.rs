@@ -65,13 +65,15 @@ pub fn subscribe() -> watch::Receiver<u64> {
     HINTS.subscribe()
 }
 
-/// The least time between two forwarded hints: under load the relayer is busy anyway, and a
-/// `NOTIFY` per business transaction would cost the database nearly as much as the transaction.
-pub const FORWARD_GAP: Duration = Duration::from_millis(1);
+/// The least time between two hints acted on, forwarded ([`forward_hints`]) or heard in the
+/// process (the relayer): under load the relayer is busy anyway, and a look at the outbox, or a
+/// `NOTIFY`, per business transaction would cost the database nearly as much as the
+/// transaction. Idle, the first hint is acted on at once.
+pub const HINT_GAP: Duration = Duration::from_millis(1);
 
 /// Forwards this process's hints to the relayer of `pool`'s outbox in another process, as a
 /// `NOTIFY` on [`NOTIFY_CHANNEL`] sent outside any business transaction, until `shutdown`.
-/// Hints that arrive while one is being sent, or within [`FORWARD_GAP`] of it, are coalesced
+/// Hints that arrive while one is being sent, or within [`HINT_GAP`] of it, are coalesced
 /// into the next.
 pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
     let mut hints = subscribe();
@@ -86,7 +88,7 @@ pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
             changed = hints.changed() => if changed.is_err() { return },
         }
         tokio::time::sleep_until(next_allowed).await;
-        next_allowed = tokio::time::Instant::now() + FORWARD_GAP;
+        next_allowed = tokio::time::Instant::now() + HINT_GAP;
         hints.mark_unchanged();
         // The connection is taken for the attempt and kept only if it worked.
         let sent = async {
