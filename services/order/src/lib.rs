@@ -18,7 +18,7 @@ use souk_shared::{
     consumer::Participation,
     db::{Database, DatabaseLocation},
     grpc::{Beside, GrpcService, channel},
-    jwt::{Signer, Verifier},
+    jwt::{ServiceToken, Signer, Verifier},
 };
 
 pub use saga::SagaMetrics;
@@ -60,7 +60,7 @@ pub fn service(settings: Settings) -> anyhow::Result<GrpcService> {
         cart: CartServiceClient::new(channel("SOUK_CART_URL", &settings.peers.cart)?),
         payment: PaymentServiceClient::new(channel("SOUK_PAYMENT_URL", &settings.peers.payment)?),
         timeout: chrono::TimeDelta::from_std(settings.saga_timeout)?,
-        signer: settings.signer,
+        service_token: ServiceToken::new(settings.signer),
         metrics: settings.saga_metrics,
         claimed: saga::Claims::default(),
         due,

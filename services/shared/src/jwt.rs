@@ -141,6 +141,48 @@ impl Signer {
     }
 }
 
+/// The token of role `service` a service presents on the calls it makes on its own behalf,
+/// signed again once half its lifetime has passed. A token per call cost a signature here and a
+/// signature check at the callee (which remembers a token it accepted).
+#[derive(Debug)]
+pub struct ServiceToken {
+    signer: Signer,
+    /// The token, and when to sign the next.
+    current: Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl ServiceToken {
+    pub fn new(signer: Signer) -> Self {
+        Self {
+            signer,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The token to present now.
+    pub fn get(&self) -> anyhow::Result<String> {
+        self.get_at(std::time::Instant::now())
+    }
+
+    fn get_at(&self, now: std::time::Instant) -> anyhow::Result<String> {
+        let mut current = self.lock();
+        if let Some((token, renew_at)) = current.as_ref()
+            && now < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let token = self.signer.sign(Uuid::nil(), Role::Service)?;
+        *current = Some((token.clone(), now + self.signer.ttl() / 2));
+        Ok(token)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, std::time::Instant)>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Why a token was refused. The message is safe to show to the client.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid access token: {0}")]
@@ -436,5 +478,29 @@ mod tests {
         accepted.insert("one more", &with_exp(now + 60), now);
         assert_eq!(accepted.lock().len(), 1, "none had expired: all went");
         assert!(accepted.get("one more").is_some());
+    }
+
+    #[test]
+    fn a_service_token_is_reused_until_half_its_lifetime_and_then_renewed() {
+        let (signer, verifier) = pair();
+        let tokens = ServiceToken::new(signer);
+        let renew_at = || tokens.lock().as_ref().map(|(_, at)| *at);
+        let start = std::time::Instant::now();
+        let first = tokens.get_at(start).expect("token");
+        let claims = verifier.verify(&first).expect("valid");
+        assert_eq!((claims.sub, claims.role), (Uuid::nil(), Role::Service));
+        assert_eq!(renew_at(), Some(start + Duration::from_secs(30)));
+
+        let later = start + Duration::from_secs(29);
+        assert_eq!(tokens.get_at(later).expect("token"), first, "reused");
+        assert_eq!(renew_at(), Some(start + Duration::from_secs(30)));
+
+        let past_half = start + Duration::from_secs(31);
+        tokens.get_at(past_half).expect("token");
+        assert_eq!(
+            renew_at(),
+            Some(past_half + Duration::from_secs(30)),
+            "signed again"
+        );
     }
 }

@@ -45,7 +45,7 @@ use souk_shared::{
     consumer::{HandleError, HandleResult, Handler},
     events::{Envelope, Event, uuid_field},
     fault,
-    jwt::{Role, Signer},
+    jwt::ServiceToken,
     outbox,
     trace::TracedChannel,
 };
@@ -121,7 +121,8 @@ pub struct Saga {
     pub payment: PaymentServiceClient<TracedChannel>,
     /// How long an order may stay `PENDING` before it is cancelled (`timeout`).
     pub timeout: chrono::TimeDelta,
-    pub signer: Signer,
+    /// Presented on the calls the saga makes on its own behalf (the payment service).
+    pub service_token: ServiceToken,
     pub metrics: SagaMetrics,
     /// Charges this replica committed to in the transaction of their `stock.reserved`, until
     /// that transaction commits (`Handler::committed`).
@@ -133,10 +134,7 @@ pub struct Saga {
 impl Saga {
     /// A short-lived token for calls the order service makes on its own behalf.
     fn service_request<T>(&self, message: T) -> Result<tonic::Request<T>, Error> {
-        let token = self
-            .signer
-            .sign(Uuid::nil(), Role::Service)
-            .map_err(Error::Internal)?;
+        let token = self.service_token.get().map_err(Error::Internal)?;
         Ok(souk_shared::auth::with_token(message, &token))
     }
 
