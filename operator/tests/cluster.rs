@@ -1093,6 +1093,13 @@ fn changing_the_admin_or_jwt_secret_rolls_the_pods_that_read_it() {
             "jsonpath={.spec.template.metadata.annotations.souk\\.dev/secrets-hash}",
         ]))
     };
+    // The Deployment's new hash, once it differs from `before`.
+    let rolled = |deployment: &str, before: &str, what: &str| {
+        wait_until(what, Duration::from_secs(60), || {
+            let now = hash(deployment);
+            if now == before { Err(now) } else { Ok(now) }
+        })
+    };
     let (user, cart) = (hash("roll-user"), hash("roll-cart"));
     assert!(!user.is_empty(), "no secrets hash on the user pods");
 
@@ -1100,13 +1107,10 @@ fn changing_the_admin_or_jwt_secret_rolls_the_pods_that_read_it() {
         "roll-admin",
         &[("email", "admin@souk.test"), ("password", "a new password")],
     );
-    let new_user = wait_until(
+    let new_user = rolled(
+        "roll-user",
+        &user,
         "the user pods roll for the admin Secret",
-        Duration::from_secs(60),
-        || {
-            let now = hash("roll-user");
-            if now == user { Err(now) } else { Ok(now) }
-        },
     );
     wait_rolled_out(&ns, "roll-user");
     assert_eq!(
@@ -1124,23 +1128,17 @@ fn changing_the_admin_or_jwt_secret_rolls_the_pods_that_read_it() {
         "-p",
         &json!({"stringData": {"public.pem": "rotated"}}).to_string(),
     ]));
-    wait_until(
+    rolled(
+        "roll-gateway",
+        &gateway,
         "the gateway pods roll for the JWT Secret",
-        Duration::from_secs(60),
-        || {
-            let now = hash("roll-gateway");
-            if now == gateway { Err(now) } else { Ok(now) }
-        },
     );
     // The gateway's Deployment is applied first; the user pods, which read the JWT Secret too,
     // follow in the same reconcile.
-    wait_until(
+    rolled(
+        "roll-user",
+        &new_user,
         "the user pods roll for the JWT Secret too",
-        Duration::from_secs(60),
-        || {
-            let now = hash("roll-user");
-            if now == new_user { Err(now) } else { Ok(now) }
-        },
     );
     wait_rolled_out(&ns, "roll-gateway");
     wait_rolled_out(&ns, "roll-user");
