@@ -29,7 +29,7 @@ use souk_shared::outbox;
 use souk_shared::{Shutdown, bus::Bus, bus::backoff};
 use sqlx::Connection as _;
 use sqlx::{PgConnection, PgPool, pool::PoolConnection, postgres::PgListener};
-use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio::{task::JoinHandle, time::Instant};
 
 /// The advisory lock key of "the relayer of this database's outbox".
 const LOCK_KEY: i64 = 0x736f_756b_6f75_7462; // "soukoutb"
@@ -68,8 +68,7 @@ pub enum Wake {
 
 /// A relayer's source of hints.
 enum Hints {
-    /// The process's hints, and when the next may be acted on (hints between are coalesced).
-    InProcess(watch::Receiver<u64>, Instant),
+    InProcess(outbox::Hints),
     /// Forwarded hints, already spaced by their sender.
     Notify(Box<PgListener>),
     Never,
@@ -78,7 +77,7 @@ enum Hints {
 impl Hints {
     async fn open(wake: Wake, pool: &PgPool) -> anyhow::Result<Self> {
         Ok(match wake {
-            Wake::InProcess => Self::InProcess(outbox::subscribe(), Instant::now()),
+            Wake::InProcess => Self::InProcess(outbox::subscribe()),
             Wake::Notify => {
                 let mut listener = PgListener::connect_with(pool).await?;
                 listener.listen(outbox::NOTIFY_CHANNEL).await?;
@@ -91,14 +90,7 @@ impl Hints {
     /// The next hint (several pending ones count as one), at most one per `outbox::HINT_GAP`.
     async fn next(&mut self) -> anyhow::Result<()> {
         match self {
-            Self::InProcess(hints, next_allowed) => {
-                if hints.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep_until(*next_allowed).await;
-                *next_allowed = Instant::now() + outbox::HINT_GAP;
-                hints.mark_unchanged();
-            }
+            Self::InProcess(hints) => hints.next().await,
             Self::Notify(listener) => {
                 listener.recv().await?;
                 while listener.next_buffered().is_some() {}
@@ -464,39 +456,5 @@ impl Relayer {
         self.metrics.backlog.set(stats.backlog);
         self.metrics.oldest_age_ms.set(stats.oldest_ms);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn hints_in_the_process_wake_at_once_then_at_most_once_per_gap() {
-        let mut hints = Hints::open(
-            Wake::InProcess,
-            &PgPool::connect_lazy("postgres://unused").expect("options"),
-        )
-        .await
-        .expect("hints");
-        let start = Instant::now();
-        outbox::hint();
-        hints.next().await.expect("hint");
-        assert_eq!(
-            start.elapsed(),
-            Duration::ZERO,
-            "an idle relayer wakes at once"
-        );
-
-        outbox::hint();
-        outbox::hint();
-        hints.next().await.expect("hint");
-        assert!(
-            start.elapsed() >= outbox::HINT_GAP,
-            "woken again after {:?}",
-            start.elapsed()
-        );
-        let none = tokio::time::timeout(Duration::from_secs(1), hints.next()).await;
-        assert!(none.is_err(), "the two hints were acted on once");
     }
 }

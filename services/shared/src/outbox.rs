@@ -61,8 +61,32 @@ pub fn hint() {
 }
 
 /// The hints raised in this process from now on.
-pub fn subscribe() -> watch::Receiver<u64> {
-    HINTS.subscribe()
+pub fn subscribe() -> Hints {
+    Hints {
+        raised: HINTS.subscribe(),
+        next_allowed: tokio::time::Instant::now(),
+    }
+}
+
+/// The hints raised in this process, acted on at most one per [`HINT_GAP`], the first at once;
+/// those raised in between count as one.
+#[derive(Debug)]
+pub struct Hints {
+    raised: watch::Receiver<u64>,
+    next_allowed: tokio::time::Instant,
+}
+
+impl Hints {
+    /// Returns when the next hint may be acted on.
+    pub async fn next(&mut self) {
+        // The sender is a static, never dropped: `changed` does not fail.
+        if self.raised.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.next_allowed).await;
+        self.next_allowed = tokio::time::Instant::now() + HINT_GAP;
+        self.raised.mark_unchanged();
+    }
 }
 
 /// The least time between two hints acted on, forwarded ([`forward_hints`]) or heard in the
@@ -81,15 +105,11 @@ pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
     // A connection of its own, outside the pool: through the pool a hint waited for a
     // connection and its check before it could be sent.
     let mut conn: Option<PgConnection> = None;
-    let mut next_allowed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.wait() => return,
-            changed = hints.changed() => if changed.is_err() { return },
+            () = hints.next() => {}
         }
-        tokio::time::sleep_until(next_allowed).await;
-        next_allowed = tokio::time::Instant::now() + HINT_GAP;
-        hints.mark_unchanged();
         // The connection is taken for the attempt and kept only if it worked.
         let sent = async {
             let mut open = match conn.take() {
@@ -125,3 +145,28 @@ pub async fn forward_hints(pool: PgPool, shutdown: Shutdown) {
 pub const CHASE_FIRST_DELAY: Duration = Duration::from_millis(1);
 /// How long a relayer chases a hint before it falls back to its poll.
 pub const CHASE_BUDGET: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn hints_are_acted_on_at_once_then_at_most_once_per_gap() {
+        let mut hints = subscribe();
+        let start = tokio::time::Instant::now();
+        hint();
+        hints.next().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "the first at once");
+
+        hint();
+        hint();
+        hints.next().await;
+        assert!(
+            start.elapsed() >= HINT_GAP,
+            "acted on again after {:?}",
+            start.elapsed()
+        );
+        let none = tokio::time::timeout(Duration::from_secs(1), hints.next()).await;
+        assert!(none.is_err(), "the two hints were acted on once");
+    }
+}
