@@ -7,7 +7,7 @@ use std::{
     fmt,
     path::Path,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -148,7 +148,7 @@ impl Signer {
 pub struct ServiceToken {
     signer: Signer,
     /// The token, and when to sign the next.
-    current: Mutex<Option<(String, std::time::Instant)>>,
+    current: Mutex<Option<(String, Instant)>>,
 }
 
 impl ServiceToken {
@@ -161,10 +161,10 @@ impl ServiceToken {
 
     /// The token to present now.
     pub fn get(&self) -> anyhow::Result<String> {
-        self.get_at(std::time::Instant::now())
+        self.get_at(Instant::now())
     }
 
-    fn get_at(&self, now: std::time::Instant) -> anyhow::Result<String> {
+    fn get_at(&self, now: Instant) -> anyhow::Result<String> {
         let mut current = self.lock();
         if let Some((token, renew_at)) = current.as_ref()
             && now < *renew_at
@@ -176,7 +176,7 @@ impl ServiceToken {
         Ok(token)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, std::time::Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, Instant)>> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -485,7 +485,7 @@ mod tests {
         let (signer, verifier) = pair();
         let tokens = ServiceToken::new(signer);
         let renew_at = || tokens.lock().as_ref().map(|(_, at)| *at);
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let first = tokens.get_at(start).expect("token");
         let claims = verifier.verify(&first).expect("valid");
         assert_eq!((claims.sub, claims.role), (Uuid::nil(), Role::Service));
